@@ -1,0 +1,44 @@
+"""``python -m pipeline <command>``: one entry point whose subcommands live next to the code they drive.
+
+Each command is a module exposing ``add_arguments(parser)`` and ``run(args) -> int``; the registry maps names to
+modules so that ``--help`` stays fast (nothing heavy is imported until a command runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from pipeline.errors import PipelineError
+
+COMMANDS = {
+    "datalist": ("pipeline.data.commands.datalist", "build an MSD-style datalist from a folder"),
+    "split": ("pipeline.data.commands.split", "write reproducible few-shot splits of a datalist"),
+    "demo-data": ("pipeline.data.commands.demo_data", "generate the small synthetic demo dataset"),
+    "methods": ("pipeline.peft.commands.methods", "list the adapter methods and their parameter counts"),
+    "demo": ("pipeline.engine.commands.demo", "split, train, evaluate and infer a bundle on the synthetic demo data"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text)
+        command_parser.set_defaults(_module=module_name)
+        _module(module_name).add_arguments(command_parser)
+    return parser
+
+
+def _module(name: str):
+    return importlib.import_module(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _module(args._module).run(args) or 0
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

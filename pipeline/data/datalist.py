@@ -1,0 +1,182 @@
+"""MSD-style datalists: build one from a dataset folder, load one with paths resolved against a base folder.
+
+Three layouts are recognised, in this order:
+
+- 3D MSD: ``imagesTr/`` + ``labelsTr/`` (NIfTI/NRRD), paired by file name;
+- 2D: ``images/`` + ``masks/`` (PNG/JPG...), paired by file stem;
+- DICOM: a tree of series folders with DICOM-SEG files, each SEG paired with the series it references.
+
+Paths are stored relative to the dataset folder so a datalist is portable; :func:`load_datalist` resolves them
+(as MONAI's ``load_decathlon_datalist(base_dir=...)`` does) and refuses entries whose files are missing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+__all__ = ["build_datalist", "load_datalist", "write_json"]
+
+IMAGE_2D = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+MASK_THRESHOLD = 127
+"""2D masks count as empty when no pixel exceeds this (lossy JPEG masks are 0/255 with noise)."""
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _files(folder: Path, suffixes) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and _suffix_ok(p, suffixes))
+
+
+def _suffix_ok(path: Path, suffixes) -> bool:
+    return any(path.name.lower().endswith(s) for s in suffixes)
+
+
+def _pair(image_dir: Path, label_dir: Path, suffixes, root: Path) -> list[dict]:
+    images = {_stem(p): p for p in _files(image_dir, suffixes)}
+    labels = {_stem(p): p for p in _files(label_dir, suffixes)}
+    unpaired = sorted(
+        [str(images[k].relative_to(root)) for k in images.keys() - labels.keys()]
+        + [str(labels[k].relative_to(root)) for k in labels.keys() - images.keys()]
+    )
+    if unpaired:
+        raise PipelineError(f"{root}: {len(unpaired)} unpaired files (image without label or label without image): {unpaired}")
+    if not images:
+        raise PipelineError(f"{image_dir}: no image files ({', '.join(sorted(suffixes))})")
+    return [{"image": images[k].relative_to(root).as_posix(), "label": labels[k].relative_to(root).as_posix()} for k in sorted(images)]
+
+
+def _empty_2d(path: Path) -> bool:
+    from PIL import Image
+
+    with Image.open(path) as mask:
+        return int(np.asarray(mask.convert("L")).max()) <= MASK_THRESHOLD
+
+
+def _label_values_3d(path: Path) -> list[int]:
+    from pipeline.data.readers import LoadClinicalImaged
+
+    label = LoadClinicalImaged("label")({"label": str(path)})["label"]
+    return sorted(int(v) for v in np.unique(label.numpy()))
+
+
+def _dicom_pairs(root: Path) -> list[dict]:
+    import pydicom
+
+    from pipeline.data.dicom_seg import referenced_series_uid
+
+    series_dirs: dict[str, Path] = {}
+    segs: list[Path] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in {".dcm", ".dicom"}):
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SeriesInstanceUID"])
+        except Exception as error:
+            raise PipelineError(f"{path}: not a readable DICOM file ({type(error).__name__}: {error})") from error
+        if str(header.get("Modality", "")).upper() == "SEG":
+            segs.append(path)
+        else:
+            series_dirs.setdefault(str(header.SeriesInstanceUID), path.parent)
+    entries, used = [], set()
+    unpaired = []
+    for seg in segs:
+        uid = referenced_series_uid(seg)
+        if uid in series_dirs:
+            entries.append({"image": series_dirs[uid].relative_to(root).as_posix(), "label": seg.relative_to(root).as_posix()})
+            used.add(uid)
+        else:
+            unpaired.append(f"{seg.relative_to(root)} (references absent series {uid})")
+    unpaired += [f"{d.relative_to(root)} (series {uid} has no SEG)" for uid, d in series_dirs.items() if uid not in used]
+    if unpaired:
+        raise PipelineError(f"{root}: {len(unpaired)} unpaired DICOM objects: {sorted(unpaired)}")
+    if not entries:
+        raise PipelineError(f"{root}: no DICOM series with a DICOM-SEG found")
+    return entries
+
+
+def build_datalist(folder: str | Path, name: str | None = None, labels: dict | None = None, modality: str | None = None) -> dict:
+    """MSD-style datalist for ``folder``: ``name``, ``modality``, ``labels``, ``training``, ``summary``.
+
+    The summary counts cases and lists empty masks (allowed: a frame without polyp is a valid example).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise PipelineError(f"{root}: dataset folder does not exist")
+    empty: list[str] = []
+    if (root / "imagesTr").is_dir() and (root / "labelsTr").is_dir():
+        layout, default_modality = "msd-3d", "MRI"
+        entries = _pair(root / "imagesTr", root / "labelsTr", VOLUME_SUFFIXES, root)
+        values = set()
+        for entry in entries:
+            found = _label_values_3d(root / entry["label"])
+            values.update(found)
+            if found == [0]:
+                empty.append(entry["label"])
+        default_labels = {str(v): ("background" if v == 0 else f"label {v}") for v in sorted(values | {0})}
+    elif (root / "images").is_dir() and (root / "masks").is_dir():
+        layout, default_modality = "2d", "RGB"
+        entries = _pair(root / "images", root / "masks", IMAGE_2D, root)
+        empty = [e["label"] for e in entries if _empty_2d(root / e["label"])]
+        default_labels = {"0": "background", "1": "foreground"}
+    else:
+        layout, default_modality = "dicom", "DICOM"
+        entries = _dicom_pairs(root)
+        default_labels = {"0": "background", "1": "foreground"}
+    return {
+        "name": name or root.name,
+        "modality": modality or default_modality,
+        "labels": {str(k): v for k, v in (labels or default_labels).items()},
+        "layout": layout,
+        "numTraining": len(entries),
+        "training": entries,
+        "summary": {"cases": len(entries), "empty_masks": len(empty), "empty_mask_files": empty},
+    }
+
+
+def write_json(data: dict, path: str | Path) -> Path:
+    """Write JSON the same way every time (sorted nothing, fixed indent, trailing newline) so reruns are byte-identical."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def load_datalist(path: str | Path, key: str = "training", base_dir: str | Path | None = None) -> list[dict]:
+    """Entries of ``key`` with ``image``/``label`` paths made absolute against ``base_dir``.
+
+    ``base_dir`` defaults to the datalist's folder; split files live elsewhere, so pass the dataset folder for them.
+    Every referenced file must exist; the error names the first missing ones.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise PipelineError(f"{path}: datalist not found") from error
+    except json.JSONDecodeError as error:
+        raise PipelineError(f"{path}: not valid JSON ({error})") from error
+    if key not in data:
+        raise PipelineError(f"{path}: has no '{key}' list (keys: {sorted(data)})")
+    base = Path(base_dir) if base_dir is not None else path.parent
+    entries, missing = [], []
+    for entry in data[key]:
+        resolved = dict(entry)
+        for field in ("image", "label"):
+            if field in entry:
+                target = base / entry[field]
+                if not target.exists():
+                    missing.append(entry[field])
+                resolved[field] = str(target)
+        entries.append(resolved)
+    if missing:
+        raise PipelineError(f"{path}: {len(missing)} files listed under '{key}' are missing from {base}: {missing[:5]}")
+    return entries

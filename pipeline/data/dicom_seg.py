@@ -1,0 +1,221 @@
+"""DICOM-SEG in and out, on the grid of the image series it segments.
+
+Reading asks highdicom for the segment frames in the order of the referenced series' SOP instances, as sorted by
+:func:`pipeline.data.readers.find_dicom_series`, so the label volume lands voxel for voxel on the image that
+``SimpleITKDicomReader`` returns (``(x, y, z)``, same affine). Writing builds a SEG with highdicom that references
+every source instance, which is what viewers (OHIF, 3D Slicer, PACS) use to overlay it on the right slices.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.readers import DicomSeries, find_dicom_series
+from pipeline.errors import PipelineError
+
+__all__ = ["LoadDicomSegd", "LoadLabeld", "read_dicom_seg", "referenced_series_uid", "write_dicom_seg"]
+
+
+def _segread(path: Path):
+    import highdicom as hd
+
+    try:
+        return hd.seg.segread(path)
+    except Exception as error:  # highdicom/pydicom raise several types for non-SEG or broken files
+        raise PipelineError(f"{path}: not a readable DICOM-SEG ({type(error).__name__}: {error})") from error
+
+
+def referenced_series_uid(seg_path: str | Path) -> str:
+    """SeriesInstanceUID of the image series a SEG segments (ReferencedSeriesSequence)."""
+    import pydicom
+
+    seg_path = Path(seg_path)
+    try:
+        header = pydicom.dcmread(seg_path, stop_before_pixels=True)
+        return str(header.ReferencedSeriesSequence[0].SeriesInstanceUID)
+    except Exception as error:
+        raise PipelineError(f"{seg_path}: DICOM-SEG without a readable ReferencedSeriesSequence ({error})") from error
+
+
+def read_dicom_seg(seg_path: str | Path, series: DicomSeries | str | Path) -> tuple[np.ndarray, dict[int, str]]:
+    """Label volume ``(x, y, z)`` (uint8/uint16, value = segment number, 0 = background) on ``series``' grid.
+
+    Returns the volume and the segment labels ``{number: SegmentLabel}``. Slices with no SEG frame are background.
+    """
+    seg_path = Path(seg_path)
+    seg = _segread(seg_path)
+    if not isinstance(series, DicomSeries):
+        series = find_dicom_series(series, referenced_series_uid(seg_path))
+    referenced = {uid for _, _, uid in seg.get_source_image_uids()}
+    if not referenced & set(series.sop_instance_uids):
+        raise PipelineError(
+            f"{seg_path}: references none of the {len(series.files)} instances of series {series.series_instance_uid}"
+        )
+    _check_frame_positions(seg, seg_path, series)
+    numbers = list(seg.get_segment_numbers())
+    dtype = np.uint8 if max(numbers) < 256 else np.uint16
+    try:
+        frames = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=list(series.sop_instance_uids),
+            combine_segments=True,
+            assert_missing_frames_are_empty=True,
+            ignore_spatial_locations=True,  # checked by _check_frame_positions instead of trusting the flag
+            dtype=dtype,
+        )
+    except Exception as error:
+        raise PipelineError(f"{seg_path}: segments cannot be placed on series {series.series_instance_uid} ({error})") from error
+    labels = {int(n): str(seg.get_segment_description(n).segment_label) for n in numbers}
+    return np.ascontiguousarray(np.transpose(frames, (2, 1, 0))), labels
+
+
+def _check_frame_positions(seg, seg_path: Path, series: DicomSeries, tolerance_mm: float = 0.01) -> None:
+    """Each SEG frame must lie where its source slice lies.
+
+    Many SEGs (dcmqi's among them) leave out SpatialLocationsPreserved, so highdicom cannot vouch for the frame to
+    slice mapping; comparing the frames' ImagePositionPatient with the source slices' makes the same guarantee.
+    """
+    import pydicom
+
+    positions = {}
+    for path, uid in zip(series.files, series.sop_instance_uids):
+        positions[uid] = np.asarray(pydicom.dcmread(path, stop_before_pixels=True).ImagePositionPatient, dtype=float)
+    for index, frame in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        if "DerivationImageSequence" not in frame or "PlanePositionSequence" not in frame:
+            continue
+        frame_position = np.asarray(frame.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
+        for derivation in frame.DerivationImageSequence:
+            for source in derivation.SourceImageSequence:
+                uid = str(source.ReferencedSOPInstanceUID)
+                if uid in positions and np.abs(positions[uid] - frame_position).max() > tolerance_mm:
+                    raise PipelineError(
+                        f"{seg_path}: frame {index + 1} lies at {frame_position.tolist()} but its source slice {uid} "
+                        f"lies at {positions[uid].tolist()}"
+                    )
+
+
+class LoadDicomSegd:
+    """Dictionary transform: read the DICOM-SEG at ``data[key]`` onto the grid of the already loaded ``image_key``.
+
+    MONAI readers see one path at a time, but a SEG needs its image series to be placed, so this runs after
+    ``LoadClinicalImaged`` has loaded the series and takes its folder and affine from the image's metadata.
+    """
+
+    def __init__(self, keys: str = "label", image_key: str = "image"):
+        self.keys = [keys] if isinstance(keys, str) else list(keys)
+        self.image_key = image_key
+
+    def __call__(self, data: Mapping) -> dict:
+        from monai.data import MetaTensor
+
+        d = dict(data)
+        image = d[self.image_key]
+        series = find_dicom_series(image.meta["filename_or_obj"], image.meta.get("series_instance_uid"))
+        for key in self.keys:
+            if key not in d:
+                continue
+            label, _ = read_dicom_seg(d[key], series)
+            meta = {k: image.meta[k] for k in ("original_affine", "space", "spatial_shape") if k in image.meta}
+            meta["filename_or_obj"] = str(d[key])
+            d[key] = MetaTensor(label[None].astype(np.float32), affine=image.affine.clone(), meta=meta)
+        return d
+
+
+def write_dicom_seg(
+    label: np.ndarray,
+    series: DicomSeries | str | Path,
+    path: str | Path,
+    labels: Mapping[int, str] | None = None,
+    series_description: str = "pipeline segmentation",
+) -> Path:
+    """Write a label volume ``(x, y, z)`` on ``series``' grid as a BINARY DICOM-SEG with one segment per label value.
+
+    ``labels`` names the segments ``{value: name}``; values present in ``label`` but not named get "label <value>".
+    """
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    import pipeline
+
+    if not isinstance(series, DicomSeries):
+        series = find_dicom_series(series)
+    label = np.asarray(label)
+    sources = [pydicom.dcmread(f) for f in series.files]
+    expected = (int(sources[0].Columns), int(sources[0].Rows), len(sources))
+    if label.shape != expected:
+        raise PipelineError(f"{path}: label shape {label.shape} does not match series {series.series_instance_uid} {expected}")
+    values = sorted(int(v) for v in np.unique(label) if v != 0)
+    names = dict(labels or {})
+    numbers = sorted(set(values) | {int(k) for k in names if int(k) != 0}) or [1]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise PipelineError(f"{path}: label values {numbers} must be 1..N for DICOM-SEG segment numbers")
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="pipeline", version=pipeline.__version__, family=codes.cid7162.ArtificialIntelligence
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=n,
+            segment_label=str(names.get(n, names.get(str(n), f"label {n}"))),
+            segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Tissue,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+        )
+        for n in numbers
+    ]
+    extra = {}
+    if not str(sources[0].get("SpecificCharacterSet", "") or ""):
+        extra["specific_character_set"] = "ISO_IR 100"  # highdicom rejects the empty value some scanners write
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+        seg = _segmentation(hd, sources, label, numbers, descriptions, series_description, extra)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(path)
+    return path
+
+
+def _segmentation(hd, sources, label, numbers, descriptions, series_description, extra):
+    import pipeline
+
+    return hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=np.ascontiguousarray(np.transpose(label, (2, 1, 0))).astype(np.uint16 if max(numbers) > 255 else np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=int(sources[0].get("SeriesNumber", 0) or 0) + 1000,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="pipeline",
+        manufacturer_model_name="pipeline",
+        software_versions=pipeline.__version__,
+        device_serial_number="0",
+        series_description=series_description,
+        **extra,
+    )
+
+
+
+class LoadLabeld:
+    """Load labels whatever their format: DICOM-SEG files onto the loaded image's series, other files as images.
+
+    Masks stored as PNG/JPG are read as one grey channel.
+    """
+
+    def __init__(self, keys: str = "label", image_key: str = "image"):
+        from pipeline.data.readers import LoadClinicalImaged
+
+        self.keys = [keys] if isinstance(keys, str) else list(keys)
+        self.dicom_seg = LoadDicomSegd(self.keys, image_key)
+        self.image = LoadClinicalImaged(self.keys, grayscale=True, allow_missing_keys=True)
+
+    def __call__(self, data: Mapping) -> dict:
+        present = [k for k in self.keys if k in data]
+        if present and all(Path(data[k]).suffix.lower() in {".dcm", ".dicom"} for k in present):
+            return self.dicom_seg(data)
+        return self.image(data)

@@ -1,0 +1,209 @@
+"""Preprocessing presets as MONAI transform chains, and the label/validation transforms they share.
+
+- ``ct_window``: Hounsfield window (level/width) to [0, 1], clipped, so soft tissue keeps its contrast.
+- ``mr_percentile``: MR has no absolute scale, so intensities are mapped by their own 0.5/99.5 percentiles.
+- ``rgb_endoscopy``: 8-bit RGB to [0, 1]; the backbones apply their own mean/std normalisation.
+
+Every chain loads with :class:`~pipeline.data.readers.LoadClinicalImaged`, puts channels first, binarises or remaps
+labels when asked, and runs :class:`ValidateImageLabeld`, which turns the common data faults (NaN/inf, label values
+outside the declared classes, image and label on different grids) into one PipelineError naming the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import (
+    Compose,
+    MapLabelValue,
+    MapTransform,
+    ScaleIntensityRanged,
+    ScaleIntensityRangePercentilesd,
+)
+
+from pipeline.data.dicom_seg import LoadLabeld
+from pipeline.data.readers import LoadClinicalImaged
+from pipeline.errors import PipelineError
+
+__all__ = [
+    "BinariseLabeld",
+    "PRESETS",
+    "Preprocessing",
+    "RemapLabeld",
+    "ValidateImageLabeld",
+    "ct_window",
+    "mr_percentile",
+    "pipeline_error_in",
+    "preset",
+    "rgb_endoscopy",
+]
+
+
+def _name(tensor, fallback: str) -> str:
+    meta = getattr(tensor, "meta", None) or {}
+    return str(meta.get("filename_or_obj", fallback))
+
+
+class BinariseLabeld(MapTransform):
+    """Label = (mean over channels > threshold), for masks saved lossily (Kvasir's JPEG masks: 0/255 plus noise)."""
+
+    def __init__(self, keys: KeysCollection, threshold: float = 127, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.threshold = threshold
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = d[key]
+            d[key] = (label.float().mean(dim=0, keepdim=True) > self.threshold).to(label.dtype)
+        return d
+
+
+class RemapLabeld(MapTransform):
+    """Map label values to class indices (e.g. BraTS {0,1,2,4} -> {0,1,2,3}); unmapped values are an error.
+
+    MONAI's ``MapLabelValue`` keeps values it has no mapping for; a value nobody declared is a data fault here.
+    """
+
+    def __init__(self, keys: KeysCollection, mapping: Mapping[int, int], allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.mapping = {int(k): int(v) for k, v in mapping.items()}
+        self.mapper = MapLabelValue(orig_labels=list(self.mapping), target_labels=list(self.mapping.values()))
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            values = {int(v) for v in torch.unique(torch.as_tensor(d[key])).tolist()}
+            unknown = sorted(values - set(self.mapping))
+            if unknown:
+                raise PipelineError(f"{_name(d[key], key)}: label values {unknown} have no mapping in {self.mapping}")
+            d[key] = self.mapper(d[key])
+        return d
+
+
+class ValidateImageLabeld(MapTransform):
+    """Raise PipelineError naming the files for NaN/inf intensities, out-of-range labels, or mismatched grids.
+
+    Args:
+        image_key: key of the image (channel first).
+        label_key: key of the label (channel first, one channel), or None for images alone.
+        num_classes: labels must lie in ``0 .. num_classes - 1`` (None skips the check).
+        atol: tolerance on affine entries (mm) when comparing image and label grids.
+    """
+
+    def __init__(self, image_key: str = "image", label_key: str | None = "label", num_classes: int | None = None, atol: float = 1e-3):
+        super().__init__([k for k in (image_key, label_key) if k], allow_missing_keys=True)
+        self.image_key, self.label_key, self.num_classes, self.atol = image_key, label_key, num_classes, atol
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        image = d[self.image_key]
+        image_name = _name(image, self.image_key)
+        finite = torch.isfinite(torch.as_tensor(image))
+        if not bool(finite.all()):
+            raise PipelineError(f"{image_name}: {int((~finite).sum())} NaN/inf intensities")
+        if self.label_key is None or self.label_key not in d:
+            return d
+        label = d[self.label_key]
+        label_name = _name(label, self.label_key)
+        if tuple(image.shape[1:]) != tuple(label.shape[1:]):
+            raise PipelineError(
+                f"{image_name} and {label_name}: spatial shapes differ, image {tuple(image.shape[1:])} vs label {tuple(label.shape[1:])}"
+            )
+        if hasattr(image, "affine") and hasattr(label, "affine"):
+            difference = (image.affine.double() - label.affine.double()).abs().max().item()
+            if difference > self.atol:
+                raise PipelineError(
+                    f"{image_name} and {label_name}: affines differ by up to {difference:.4g} mm "
+                    f"(image {np.round(image.affine.numpy(), 4).tolist()} vs label {np.round(label.affine.numpy(), 4).tolist()})"
+                )
+        if self.num_classes is not None:
+            values = torch.unique(torch.as_tensor(label)).tolist()
+            bad = [v for v in values if v != int(v) or not 0 <= v < self.num_classes]
+            if bad:
+                raise PipelineError(
+                    f"{label_name}: label values {bad[:10]} outside the declared classes 0..{self.num_classes - 1}"
+                )
+        return d
+
+
+def pipeline_error_in(error: BaseException) -> PipelineError | None:
+    """The PipelineError behind ``error``, which MONAI wraps in ``RuntimeError("applying transform ...")``."""
+    while error is not None:
+        if isinstance(error, PipelineError):
+            return error
+        error = error.__cause__
+    return None
+
+
+class Preprocessing(Compose):
+    """``Compose`` that lets a PipelineError from any of its transforms through unwrapped, so users see one line."""
+
+    def __init__(self, transforms: Sequence, **kwargs):
+        kwargs.setdefault("log_stats", False)
+        super().__init__(transforms, **kwargs)
+
+    def __call__(self, input_, *args, **kwargs):
+        try:
+            return super().__call__(input_, *args, **kwargs)
+        except RuntimeError as error:
+            cause = pipeline_error_in(error)
+            if cause is None:
+                raise
+            raise cause from None
+
+
+def _loading(keys: Sequence[str], binarise: float | None, remap: Mapping[int, int] | None, num_classes: int | None) -> list:
+    image_key, label_key = keys[0], (keys[1] if len(keys) > 1 else None)
+    chain: list = [LoadClinicalImaged(image_key)]
+    if label_key:
+        chain.append(LoadLabeld(label_key, image_key))
+        if binarise is not None:
+            chain.append(BinariseLabeld(label_key, threshold=binarise, allow_missing_keys=True))
+        if remap:
+            chain.append(RemapLabeld(label_key, remap, allow_missing_keys=True))
+    chain.append(ValidateImageLabeld(image_key, label_key, num_classes=num_classes))
+    return chain
+
+
+def ct_window(
+    keys: Sequence[str] = ("image", "label"), level: float = 40, width: float = 400, num_classes: int | None = None,
+    remap: Mapping[int, int] | None = None,
+) -> Preprocessing:
+    """Load, validate, then window CT intensities (HU) to [0, 1]: ``level`` +/- ``width`` / 2, clipped."""
+    return Preprocessing(
+        _loading(keys, None, remap, num_classes)
+        + [ScaleIntensityRanged(keys[0], a_min=level - width / 2, a_max=level + width / 2, b_min=0.0, b_max=1.0, clip=True)]
+    )
+
+
+def mr_percentile(
+    keys: Sequence[str] = ("image", "label"), lower: float = 0.5, upper: float = 99.5, num_classes: int | None = None,
+    remap: Mapping[int, int] | None = None,
+) -> Preprocessing:
+    """Load, validate, then map the ``lower``..``upper`` intensity percentiles of each MR volume to [0, 1], clipped."""
+    return Preprocessing(
+        _loading(keys, None, remap, num_classes)
+        + [ScaleIntensityRangePercentilesd(keys[0], lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True)]
+    )
+
+
+def rgb_endoscopy(keys: Sequence[str] = ("image", "label"), binarise: float | None = 127, num_classes: int | None = 2) -> Preprocessing:
+    """Load RGB frames and masks, binarise lossy masks at ``binarise`` (None: keep values), scale 0..255 to [0, 1]."""
+    return Preprocessing(
+        _loading(keys, binarise, None, num_classes)
+        + [ScaleIntensityRanged(keys[0], a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True)]
+    )
+
+
+PRESETS = {"ct_window": ct_window, "mr_percentile": mr_percentile, "rgb_endoscopy": rgb_endoscopy}
+
+
+def preset(name: str, **kwargs) -> Preprocessing:
+    """The preset chain called ``name`` (see :data:`PRESETS`)."""
+    if name not in PRESETS:
+        raise PipelineError(f"unknown preprocessing preset '{name}'; choose one of {sorted(PRESETS)}")
+    return PRESETS[name](**kwargs)

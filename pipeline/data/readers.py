@@ -1,0 +1,271 @@
+"""Image readers for MONAI ``LoadImage(d)``: NIfTI, PNG/JPG, NRRD, and DICOM series folders read with SimpleITK.
+
+MONAI ships no SimpleITK reader (its ``ITKReader`` needs the ``itk`` package, which this project does not install),
+and its ``PydicomReader`` stacks slices in InstanceNumber order and passes a folder's stray files to pydicom.
+``SimpleITKDicomReader`` instead groups the files of a folder by SeriesInstanceUID, sorts slices by their position
+along the slice normal (as SimpleITK/GDCM do), warns about uneven gaps, and lets SimpleITK decode the pixels
+(rescale slope/intercept applied, oblique orientation kept). Its arrays are ``(x, y, z)`` and its affines RAS, the
+same conventions as MONAI's own readers, so a series maps every voxel to the same world point as ``PydicomReader``.
+
+Bad input raises :class:`~pipeline.errors.PipelineError` naming the file: a non-DICOM or truncated file in a series,
+several series in a folder without a SeriesInstanceUID to choose one, two slices at the same position.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from monai.data import ImageReader, NibabelReader, NrrdReader, PILReader
+from monai.transforms import LoadImaged
+
+from pipeline.errors import PipelineError
+
+__all__ = [
+    "DicomSeries",
+    "SimpleITKDicomReader",
+    "find_dicom_series",
+    "image_readers",
+    "LoadClinicalImaged",
+    "to_grayscale",
+]
+
+DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ""}
+"""Files with these suffixes in a series folder must be DICOM; other files (README, SOURCE.md, ...) are ignored."""
+
+NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "SR", "PR", "KO", "REG"}
+"""Objects that live beside image series but are not slices of one: DICOM-SEG is read by ``dicom_seg``."""
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+GAP_TOLERANCE = 0.01
+"""Relative deviation of a slice gap from the median gap above which a gap is reported (1 %)."""
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """One image series: its files sorted along the slice normal, and what identifies it."""
+
+    series_instance_uid: str
+    files: tuple[Path, ...]
+    sop_instance_uids: tuple[str, ...]
+    modality: str
+    description: str = ""
+
+
+def _is_series_candidate(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in DICOM_SUFFIXES
+
+
+def _read_header(path: Path):
+    import pydicom
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as error:  # pydicom raises InvalidDicomError, EOFError, OSError, ... for broken files
+        raise PipelineError(f"{path}: not a readable DICOM file ({type(error).__name__}: {error})") from error
+
+
+def find_dicom_series(folder: str | Path, series_uid: str | None = None) -> DicomSeries:
+    """The image series in ``folder`` (the one with ``series_uid`` when given), slices sorted by position.
+
+    Sorting uses ImagePositionPatient projected on the normal of ImageOrientationPatient, ascending, which is the
+    order SimpleITK's GDCM series reader uses; InstanceNumber is not trusted because scanners number slices either way.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PipelineError(f"{folder}: DICOM series folder does not exist")
+    headers = {}
+    for path in sorted(p for p in folder.iterdir() if _is_series_candidate(p)):
+        if path.name.upper() == "DICOMDIR":
+            continue
+        header = _read_header(path)
+        if str(header.get("Modality", "")).upper() in NON_IMAGE_MODALITIES:
+            continue
+        headers[path] = header
+    if not headers:
+        raise PipelineError(f"{folder}: no DICOM image files found")
+    by_series: dict[str, list[Path]] = {}
+    for path, header in headers.items():
+        by_series.setdefault(str(header.get("SeriesInstanceUID", "")), []).append(path)
+    if series_uid is not None:
+        if series_uid not in by_series:
+            raise PipelineError(f"{folder}: no series with SeriesInstanceUID {series_uid}; {_describe(by_series, headers)}")
+        chosen = series_uid
+    elif len(by_series) > 1:
+        raise PipelineError(
+            f"{folder}: holds {len(by_series)} series, choose one by SeriesInstanceUID; {_describe(by_series, headers)}"
+        )
+    else:
+        chosen = next(iter(by_series))
+    files = _sort_by_position(by_series[chosen], headers)
+    first = headers[files[0]]
+    return DicomSeries(
+        series_instance_uid=chosen,
+        files=tuple(files),
+        sop_instance_uids=tuple(str(headers[f].SOPInstanceUID) for f in files),
+        modality=str(first.get("Modality", "")),
+        description=str(first.get("SeriesDescription", "")),
+    )
+
+
+def _describe(by_series: dict[str, list[Path]], headers: dict) -> str:
+    parts = []
+    for uid, files in by_series.items():
+        header = headers[files[0]]
+        parts.append(f"{uid} ({header.get('Modality', '?')}, {len(files)} files, '{header.get('SeriesDescription', '')}')")
+    return "series found: " + "; ".join(parts)
+
+
+def _sort_by_position(files: list[Path], headers: dict) -> list[Path]:
+    if len(files) == 1:
+        return files
+    for path in files:
+        for tag in ("ImagePositionPatient", "ImageOrientationPatient"):
+            if tag not in headers[path]:
+                raise PipelineError(f"{path}: lacks {tag}, so its place in the series is unknown")
+    orientation = np.asarray(headers[files[0]].ImageOrientationPatient, dtype=float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    for path in files[1:]:
+        if not np.allclose(headers[path].ImageOrientationPatient, orientation, atol=1e-4):
+            raise PipelineError(f"{path}: ImageOrientationPatient differs from {files[0].name}; the series is not one volume")
+    position = {path: float(np.dot(np.asarray(headers[path].ImagePositionPatient, dtype=float), normal)) for path in files}
+    ordered = sorted(files, key=lambda p: (position[p], p.name))
+    gaps = np.diff([position[p] for p in ordered])
+    for index, gap in enumerate(gaps):
+        if gap < 1e-3:
+            raise PipelineError(
+                f"{ordered[index + 1]}: same slice position as {ordered[index].name} ({position[ordered[index]]:.3f} mm)"
+            )
+    median = float(np.median(gaps))
+    for index, gap in enumerate(gaps):
+        if abs(gap - median) > GAP_TOLERANCE * median:
+            warnings.warn(
+                f"{ordered[index].parent}: gap of {gap:.3f} mm between {ordered[index].name} and "
+                f"{ordered[index + 1].name} (median gap {median:.3f} mm): uneven spacing or a missing slice",
+                stacklevel=3,
+            )
+    return ordered
+
+
+class SimpleITKDicomReader(ImageReader):
+    """MONAI ``ImageReader`` for a folder holding one DICOM series, decoded by SimpleITK.
+
+    Args:
+        series_uid: SeriesInstanceUID to read when the folder holds several series.
+        affine_lps_to_ras: return a RAS affine (MONAI's default convention) rather than DICOM's LPS.
+    """
+
+    def __init__(self, series_uid: str | None = None, affine_lps_to_ras: bool = True):
+        super().__init__()
+        self.series_uid = series_uid
+        self.affine_lps_to_ras = affine_lps_to_ras
+
+    def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:
+        """Accepts a single folder path: other MONAI readers never claim folders, so the choice is unambiguous."""
+        paths = list(filename) if isinstance(filename, (list, tuple)) else [filename]
+        return len(paths) == 1 and Path(paths[0]).is_dir()
+
+    def read(self, data: Sequence[str | Path] | str | Path, **kwargs):
+        import SimpleITK as sitk
+
+        if isinstance(data, (list, tuple)):
+            if len(data) != 1:
+                raise PipelineError(f"SimpleITKDicomReader reads one series folder at a time, got {len(data)} paths")
+            data = data[0]
+        series = find_dicom_series(data, kwargs.get("series_uid", self.series_uid))
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames([str(f) for f in series.files])
+        try:
+            image = reader.Execute()
+        except RuntimeError as error:
+            raise PipelineError(f"{_first_unreadable(series.files)}: pixel data cannot be decoded (truncated or corrupt file)") from error
+        return image, series
+
+    def get_data(self, img) -> tuple[np.ndarray, dict]:
+        import SimpleITK as sitk
+
+        image, series = img
+        array = sitk.GetArrayFromImage(image).astype(np.float32)  # (z, y, x), rescale slope/intercept already applied
+        if image.GetNumberOfComponentsPerPixel() > 1:
+            raise PipelineError(f"{series.files[0].parent}: multi-component (colour) DICOM series are not supported")
+        array = np.transpose(array, (2, 1, 0))
+        affine = _sitk_affine(image)
+        if self.affine_lps_to_ras:
+            affine = LPS_TO_RAS @ affine
+        meta = {
+            "affine": affine,
+            "original_affine": affine.copy(),
+            "spatial_shape": np.asarray(array.shape),
+            "original_channel_dim": float("nan"),
+            "space": "RAS" if self.affine_lps_to_ras else "LPS",
+            "filename_or_obj": str(series.files[0].parent),
+            "series_instance_uid": series.series_instance_uid,
+            "modality": series.modality,
+        }
+        return array, meta
+
+
+def _sitk_affine(image) -> np.ndarray:
+    """Voxel (i, j, k) to LPS millimetres, from SimpleITK's direction, spacing and origin."""
+    dims = image.GetDimension()
+    affine = np.eye(4)
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(dims, dims)
+    affine[:dims, :dims] = direction @ np.diag(image.GetSpacing())
+    affine[:dims, 3] = image.GetOrigin()
+    return affine
+
+
+def _first_unreadable(files: Sequence[Path]) -> Path:
+    """The file SimpleITK fails on, so the error can name it instead of the whole series."""
+    import SimpleITK as sitk
+
+    for path in files:
+        try:
+            sitk.ReadImage(str(path))
+        except RuntimeError:
+            return path
+    return files[0].parent
+
+
+def to_grayscale(image):
+    """PIL converter for masks stored as RGB (Kvasir's JPEG masks): one channel, as drawn."""
+    return image.convert("L")
+
+
+def image_readers(series_uid: str | None = None, grayscale: bool = False) -> list[ImageReader]:
+    """The readers the pipeline registers, lowest priority first (MONAI tries the last registered first)."""
+    return [
+        NibabelReader(),
+        NrrdReader(),
+        PILReader(converter=to_grayscale) if grayscale else PILReader(),
+        SimpleITKDicomReader(series_uid=series_uid),
+    ]
+
+
+class LoadClinicalImaged(LoadImaged):
+    """``LoadImaged`` with the pipeline's readers registered (usable as a ``_target_`` in bundle configs).
+
+    ``grayscale=True`` reads PNG/JPG as one channel, which is what masks need. A file no reader can open raises
+    one PipelineError naming it, instead of MONAI's list of every reader's traceback.
+    """
+
+    def __init__(self, keys, series_uid: str | None = None, grayscale: bool = False, ensure_channel_first: bool = True, **kwargs):
+        readers = image_readers(series_uid=series_uid, grayscale=grayscale)
+        super().__init__(keys, reader=readers, image_only=True, ensure_channel_first=ensure_channel_first, **kwargs)
+
+    def __call__(self, data, reader: ImageReader | None = None):
+        for key in self.key_iterator(dict(data)):
+            path = Path(data[key])
+            if not path.exists():
+                raise PipelineError(f"{path}: file not found (key '{key}')")
+        try:
+            return super().__call__(data, reader)
+        except PipelineError:
+            raise
+        except Exception as error:  # MONAI raises RuntimeError/OptionalImportError/... listing every reader tried
+            names = ", ".join(str(data[k]) for k in self.key_iterator(dict(data)))
+            raise PipelineError(f"{names}: cannot be read as an image ({type(error).__name__}: {str(error).splitlines()[0]})") from error

