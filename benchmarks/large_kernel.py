@@ -12,7 +12,8 @@ Prints two tables on synthetic random tensors (timing only, no accuracy meaning)
 constants in ``pipeline.peft.large_kernel._COSTS`` for the chosen device.
 
 Usage, from the repository root:
-``python -m benchmarks.large_kernel [--device cpu|cuda] [--repeats 5] [--quick] [--calibrate]`` (export ``MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736`` on glibc CPUs).
+``python -m benchmarks.large_kernel [--device cpu|cuda] [--repeats 5] [--quick] [--calibrate]``; on glibc CPUs
+export ``MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736`` first.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ usage() {
 usage: <command> [arguments]
 
   train BUNDLE [--key value ...]            python3 -m monai.bundle run (configs/train.json)
-  evaluate BUNDLE [--key value ...]         ... configs/evaluate.json
-  inference BUNDLE [--key value ...]        ... configs/inference.json
+  evaluate BUNDLE [--key value ...]         ... (train.json + evaluate.json)
+  inference BUNDLE [--key value ...]        ... (train.json + inference.json); --input PATH predicts
+                                            an image, a DICOM series folder or a folder of images
   multi-gpu-train BUNDLE [--key value ...]  torchrun -m monai.bundle run (train.json + multi_gpu_train.json);
                                             nodes and workers come from torchrun's PET_* variables
                                             (PET_NPROC_PER_NODE defaults to gpu: one worker per visible GPU)
@@ -54,7 +55,10 @@ command="${1:-help}"
 case "$command" in
     train | evaluate | inference)
         need_bundle "$@"
-        configs="$(bundle_configs "$2" "$command")"
+        # evaluate and inference are overlays on train.json: they reuse its network, transforms and outputs.
+        names=(train)
+        [ "$command" = train ] || names+=("$command")
+        configs="$(bundle_configs "$2" "${names[@]}")"
         bundle="$2"
         shift 2
         exec python3 -m monai.bundle run --config_file "$configs" \

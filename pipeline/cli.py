@@ -1,7 +1,8 @@
 """``python -m pipeline <command>``: one entry point whose subcommands live next to the code they drive.
 
 Each command is a module exposing ``add_arguments(parser)`` and ``run(args) -> int``; the registry maps names to
-modules so that ``--help`` stays fast (nothing heavy is imported until a command runs).
+modules, and only the module of the command being run is imported, so ``--help`` stays fast and one command's
+heavy dependencies never slow down (or break) another.
 """
 
 from __future__ import annotations
@@ -16,18 +17,20 @@ COMMANDS = {
     "datalist": ("pipeline.data.commands.datalist", "build an MSD-style datalist from a folder"),
     "split": ("pipeline.data.commands.split", "write reproducible few-shot splits of a datalist"),
     "demo-data": ("pipeline.data.commands.demo_data", "generate the small synthetic demo dataset"),
-    "methods": ("pipeline.peft.commands.methods", "list the adapter methods and their parameter counts"),
+    "methods": ("pipeline.peft.commands.methods", "list the adapter methods and their default options"),
     "demo": ("pipeline.engine.commands.demo", "split, train, evaluate and infer a bundle on the synthetic demo data"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the full arguments of ``command`` only (the others just list their help line)."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description="Few-shot medical image segmentation with adapters on pretrained backbones.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (module_name, help_text) in COMMANDS.items():
-        command_parser = sub.add_parser(name, help=help_text)
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
         command_parser.set_defaults(_module=module_name)
-        _module(module_name).add_arguments(command_parser)
+        if name == command:
+            _module(module_name).add_arguments(command_parser)
     return parser
 
 
@@ -36,7 +39,9 @@ def _module(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((word for word in argv if word in COMMANDS), None)
+    args = build_parser(command).parse_args(argv)
     try:
         return _module(args._module).run(args) or 0
     except PipelineError as error:

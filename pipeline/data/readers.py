@@ -42,7 +42,7 @@ NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "SR", "PR", "KO", "REG"}
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 GAP_TOLERANCE = 0.01
-"""Relative deviation of a slice gap from the median gap above which a gap is reported (1 %)."""
+"""Relative excess of a slice gap over the smallest gap above which the gap is reported (1 %)."""
 
 
 @dataclass(frozen=True)
@@ -140,12 +140,12 @@ def _sort_by_position(files: list[Path], headers: dict) -> list[Path]:
             raise PipelineError(
                 f"{ordered[index + 1]}: same slice position as {ordered[index].name} ({position[ordered[index]]:.3f} mm)"
             )
-    median = float(np.median(gaps))
+    step = float(gaps.min())  # a missing slice doubles one gap; the smallest gap is the intended spacing
     for index, gap in enumerate(gaps):
-        if abs(gap - median) > GAP_TOLERANCE * median:
+        if gap - step > GAP_TOLERANCE * step:
             warnings.warn(
                 f"{ordered[index].parent}: gap of {gap:.3f} mm between {ordered[index].name} and "
-                f"{ordered[index + 1].name} (median gap {median:.3f} mm): uneven spacing or a missing slice",
+                f"{ordered[index + 1].name} (slice spacing {step:.3f} mm): uneven spacing or a missing slice",
                 stacklevel=3,
             )
     return ordered
@@ -254,8 +254,10 @@ class LoadClinicalImaged(LoadImaged):
     """
 
     def __init__(self, keys, series_uid: str | None = None, grayscale: bool = False, ensure_channel_first: bool = True, **kwargs):
-        readers = image_readers(series_uid=series_uid, grayscale=grayscale)
-        super().__init__(keys, reader=readers, image_only=True, ensure_channel_first=ensure_channel_first, **kwargs)
+        # reader=None keeps MONAI's choice by file suffix; ours are registered last, so they are asked first
+        super().__init__(keys, image_only=True, ensure_channel_first=ensure_channel_first, **kwargs)
+        for reader in image_readers(series_uid=series_uid, grayscale=grayscale):
+            self.register(reader)
 
     def __call__(self, data, reader: ImageReader | None = None):
         for key in self.key_iterator(dict(data)):

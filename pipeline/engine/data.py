@@ -15,6 +15,7 @@ from pipeline.errors import PipelineError
 
 PARTS = ("training", "validation", "test")
 PATH_KEYS = ("image", "label")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nrrd"}
 
 
 def _read_split(split: str | Path) -> dict:
@@ -32,9 +33,10 @@ def _read_split(split: str | Path) -> dict:
 
 def _default_split(dataset_dir: Path) -> dict:
     from pipeline.data.datalist import build_datalist
-    from pipeline.data.split import split_datalist
+    from pipeline.data.splits import make_splits
 
-    return split_datalist(build_datalist(dataset_dir))
+    splits = make_splits(build_datalist(dataset_dir), seeds=[0], fractions=[1.0], test_fraction=0.2, val_fraction=0.2)
+    return next(iter(splits.values()))
 
 
 def _resolve(item: dict, root: Path, source: str) -> dict:
@@ -72,3 +74,24 @@ def save_split(split: dict[str, list[dict]], path: str | Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(split, indent=2) + "\n")
     return str(path)
+
+
+def inference_inputs(input: str | Path | None = None, dataset_dir: str | Path | None = None,
+                     split: str | Path | None = None) -> list[dict]:
+    """What inference runs on: ``input`` (an image file, a DICOM series folder, or a folder of image files), else
+    the held-out cases of the dataset (their labels then give the box prompts, standing in for a user's boxes)."""
+    if input in (None, ""):
+        if dataset_dir in (None, ""):
+            raise PipelineError("inference needs --input PATH (an image, a DICOM series folder or a folder of images) "
+                                "or --dataset_dir DIR (its held-out cases)")
+        return held_out(load_split(dataset_dir, split))
+    path = Path(input)
+    if not path.exists():
+        raise PipelineError(f"input {path} does not exist (--input)")
+    if path.is_file():
+        return [{"image": str(path)}]
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES or p.name.endswith(".nii.gz")]
+    if images:
+        return [{"image": str(p)} for p in images]
+    return [{"image": str(path)}]

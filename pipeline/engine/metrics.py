@@ -93,7 +93,8 @@ class CaseMetrics:
         engine.add_event_handler(Events.COMPLETED, self.write)
 
     def collect(self, engine: Engine) -> None:
-        for item in engine.state.output:
+        for batch, output in zip(engine.state.batch, engine.state.output):
+            item = {**batch, **output}
             pred, label = item[self.pred_key], item[self.label_key]
             if pred.shape[0] > 1:
                 pred = pred.argmax(0, keepdim=True)

@@ -42,3 +42,19 @@ def check_bundle_arguments(**arguments) -> bool:
     except PipelineError as error:
         raise SystemExit(f"error: {error}") from None
     return True
+
+
+def check_inputs(input: str | None = None, dataset_dir: str | None = None, split: str | None = None) -> None:
+    """Inference's check: an existing ``input``, or a dataset whose held-out cases to predict."""
+    from pipeline.engine.data import inference_inputs
+
+    inference_inputs(input, dataset_dir, split)
+
+
+def check_bundle_inputs(**arguments) -> bool:
+    """:func:`check_inputs` for a bundle config: a bad argument ends the run with its one-line message."""
+    try:
+        check_inputs(**arguments)
+    except PipelineError as error:
+        raise SystemExit(f"error: {error}") from None
+    return True

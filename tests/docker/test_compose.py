@@ -59,7 +59,7 @@ def test_multi_node_uses_torchrun_settings_torchrun_reads(services):
     service = services["multi-node"]
     assert service["network_mode"] == "host"
     environment = service["environment"]
-    assert environment["PET_RDZV_BACKEND"] == "c10d"
+    assert environment["PET_RDZV_BACKEND"] == "${PET_RDZV_BACKEND:-c10d}"
     # torchrun takes each of its flags from PET_<FLAG> when the flag is absent; a misspelt name would be ignored.
     env_flags = {
         f"PET_{action.dest.upper()}"

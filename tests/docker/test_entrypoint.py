@@ -41,13 +41,18 @@ def _run(container: Path, *args: str, **env: str) -> subprocess.CompletedProcess
 
 
 def test_single_process_modes_run_the_bundle_config_with_the_mounts(container):
-    for mode in ("train", "evaluate", "inference"):
+    # evaluate and inference are overlays on train.json, as in the README's commands.
+    for mode, configs in (
+        ("train", "['bundles/demo/configs/train.json']"),
+        ("evaluate", "['bundles/demo/configs/train.json','bundles/demo/configs/evaluate.json']"),
+        ("inference", "['bundles/demo/configs/train.json','bundles/demo/configs/inference.json']"),
+    ):
         result = _run(container, mode, "demo", "--max_epochs", "2")
         assert result.returncode == 0, result.stderr
         assert result.stdout.splitlines() == [
             "python3 nproc=unset",
             "-m", "monai.bundle", "run",
-            "--config_file", f"['bundles/demo/configs/{mode}.json']",
+            "--config_file", configs,
             "--dataset_dir", "/data",
             "--output_dir", "/output/demo",
             "--max_epochs", "2",
@@ -103,3 +108,21 @@ def test_the_documented_bundles_have_the_configs_the_modes_name():
         if not (REPO / "bundles" / bundle / "configs" / f"{mode}.json").is_file()
     ]
     assert not missing, f"docs/deploy.md and the entry point's modes need: {missing}"
+
+
+@pytest.mark.slow  # importing monai takes ~8 s of CPU on its own
+def test_the_keys_the_entry_point_sets_exist_in_every_bundle_config():
+    # A key missing from the config would be added silently and ignored: outputs would land in the image's
+    # read-only bundles/ tree instead of /output.
+    from monai.bundle import ConfigParser
+
+    for bundle in BUNDLES:
+        configs = REPO / "bundles" / bundle / "configs"
+        for overlay in ((), ("evaluate",), ("inference",), ("multi_gpu_train",)):
+            files = [configs / f"{name}.json" for name in ("train", *overlay)]
+            if not all(path.is_file() for path in files):
+                continue  # reported by the test above
+            parser = ConfigParser()
+            parser.read_config([str(path) for path in files])
+            for key in ("dataset_dir", "output_dir"):
+                assert key in parser, f"{bundle} {[p.name for p in files]}: no '{key}' for the entry point to set"

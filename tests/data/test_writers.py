@@ -1,0 +1,43 @@
+"""Prediction writers: NIfTI keeps the input affine, PNG masks and overlays keep the image orientation."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.data.readers import LoadClinicalImaged
+from pipeline.data.writers import write_prediction
+from pipeline.errors import PipelineError
+
+
+@pytest.mark.real_data
+def test_nifti_prediction_has_the_input_affine(shared_data, tmp_path):
+    path = shared_data / "msd_hippocampus" / "labelsTr" / "hippocampus_001.nii.gz"
+    image = LoadClinicalImaged("image")({"image": str(path)})["image"]
+    written = write_prediction(image[0].numpy(), image, tmp_path, "hippocampus_001")
+    assert [p.name for p in written] == ["hippocampus_001.nii.gz"]
+    saved, original = nib.load(written[0]), nib.load(path)
+    np.testing.assert_allclose(saved.affine, original.affine, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(saved.dataobj), np.asarray(original.dataobj))
+
+
+@pytest.mark.real_data
+def test_png_mask_round_trips_a_kvasir_mask(shared_data, tmp_path):
+    name = "cju0qkwl35piu0993l0dewei2"
+    image = LoadClinicalImaged("image")({"image": str(shared_data / "kvasir_seg" / "images" / f"{name}.jpg")})["image"]
+    mask = np.asarray(Image.open(shared_data / "kvasir_seg" / "masks" / f"{name}.jpg").convert("L")) > 127
+    written = write_prediction(mask.T.astype(np.uint8), image, tmp_path, name)
+    assert [p.name for p in written] == [f"{name}_mask.png", f"{name}_overlay.png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(written[0])) > 0, mask)
+    overlay = Image.open(written[1])
+    assert overlay.size == Image.open(shared_data / "kvasir_seg" / "images" / f"{name}.jpg").size
+
+
+def test_prediction_of_the_wrong_shape_is_refused(tmp_path):
+    from monai.data import MetaTensor
+
+    image = MetaTensor(np.zeros((1, 8, 8, 4), np.float32))
+    with pytest.raises(PipelineError, match=r"case: prediction shape \(8, 8, 3\) differs from image shape \(8, 8, 4\)"):
+        write_prediction(np.zeros((8, 8, 3)), image, tmp_path, "case")
