@@ -33,7 +33,6 @@ def test_seg_read_equals_nrrd_label_map(liver):
 
 
 @pytest.mark.real_data
-@pytest.mark.slow
 def test_written_seg_reads_back_identical_and_references_the_ct(liver, tmp_path):
     root, reference = liver
     path = write_dicom_seg(reference.astype(np.uint8), root / "ct-3slice", tmp_path / "liver_out.dcm", {1: "liver"})

@@ -28,7 +28,6 @@ def _pydicom(path):
 
 
 @pytest.mark.real_data
-@pytest.mark.slow
 @pytest.mark.parametrize("series, atol", [(CT, 1e-6), (MR, 1e-3)])
 def test_same_voxels_and_ras_affine_as_pydicom_reader(shared_data, series, atol):
     # PydicomReader stacks by InstanceNumber, we by position, so the slice axis may run the other way:
@@ -51,7 +50,6 @@ def test_ct_rescale_slope_intercept_and_slice_order(shared_data):
 
 
 @pytest.mark.real_data
-@pytest.mark.slow
 def test_oblique_mr_nifti_matches_simpleitk_conversion(shared_data, tmp_path):
     import nibabel as nib
     import SimpleITK as sitk

@@ -7,14 +7,18 @@ hadolint (with its built-in ShellCheck on the RUN lines), the parsed instruction
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import tomllib
+from fnmatch import fnmatch
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from docker_files import DOCKER, REPO, copy_sources, instructions, parse_dockerfile, pip_install_commands, venv_tool
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 BASE_IMAGE = re.compile(r"pytorch/pytorch:(?P<torch>\d+\.\d+\.\d+)-cuda(?P<cuda>\d+\.\d+)-cudnn9-runtime")
@@ -84,13 +88,13 @@ def test_base_image_torch_satisfies_every_torch_requirement(pyproject, base_torc
     # one unmet bound (monai 1.6 asks for torch>=2.8) and pip would swap the CUDA torch for a registry wheel.
     requirements = _torch_requirements(pyproject)
     assert any(owner == "pyproject.toml" for owner, _ in requirements)
-    unmet = [f"{owner}: {req}" for owner, req in requirements if not req.specifier.contains(base_torch, prereleases=True)]
+    unmet = [
+        f"{owner}: {req}" for owner, req in requirements if not req.specifier.contains(base_torch, prereleases=True)
+    ]
     assert not unmet, f"base image torch {base_torch} does not satisfy: {unmet}"
 
 
 def test_base_image_python_satisfies_the_install(pyproject):
-    from packaging.specifiers import SpecifierSet
-
     assert SpecifierSet(pyproject["project"]["requires-python"]).contains(BASE_IMAGE_PYTHON)
     for spec in pyproject["project"]["dependencies"]:
         requires_python = metadata.distribution(Requirement(spec).name).metadata["Requires-Python"]
@@ -109,12 +113,14 @@ def test_installs_the_repo_pyproject_and_nothing_else(dockerfile):
 
 
 def test_repo_has_no_second_requirements_list():
-    lists = [
-        path.relative_to(REPO)
-        for pattern in ("requirements*.txt", "constraints*.txt")
-        for path in REPO.rglob(pattern)
-        if ".venv" not in path.parts
-    ]
+    lists = []
+    for folder, subfolders, files in os.walk(REPO):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".") and name not in ("runs", "build")]
+        lists += [
+            Path(folder, name).relative_to(REPO)
+            for name in files
+            if fnmatch(name, "requirements*.txt") or fnmatch(name, "constraints*.txt")
+        ]
     assert not lists, f"the dependency spec is pyproject.toml alone; found {lists}"
 
 
@@ -122,8 +128,13 @@ def test_copies_what_pip_install_reads_and_nothing_ignored(dockerfile, pyproject
     sources = copy_sources(dockerfile)
     for needed in ("pyproject.toml", pyproject["project"]["readme"], "pipeline/"):
         assert needed in sources, f"{needed} must be copied before pip install ."
-    missing = [source for source in sources if not (REPO / source).exists()]
-    assert not missing, f"COPY sources absent from the repository: {missing}"
+    # git keeps no empty folder: one here would be missing from a fresh clone and fail the build.
+    missing = [
+        source
+        for source in sources
+        if not (REPO / source).is_file() and not any(path.is_file() for path in (REPO / source).rglob("*"))
+    ]
+    assert not missing, f"COPY sources absent (or empty folders) in the repository: {missing}"
     allowed = {
         line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")
     }

@@ -27,7 +27,9 @@ def container(tmp_path: Path) -> Path:
     bin_dir.mkdir()
     for launcher in ("python3", "torchrun"):
         script = bin_dir / launcher
-        script.write_text(f'#!/usr/bin/env bash\necho "{launcher} nproc=${{PET_NPROC_PER_NODE:-unset}}"\nprintf "%s\\n" "$@"\n')
+        script.write_text(
+            f'#!/usr/bin/env bash\necho "{launcher} nproc=${{PET_NPROC_PER_NODE:-unset}}"\nprintf "%s\\n" "$@"\n'
+        )
         script.chmod(0o755)
     return tmp_path
 
@@ -94,7 +96,8 @@ def test_unknown_or_missing_bundle_is_one_clear_error(container):
 
 
 def test_pipeline_bundles_help_and_passthrough(container):
-    assert _run(container, "pipeline", "--help").stdout.splitlines() == ["python3 nproc=unset", "-m", "pipeline", "--help"]
+    python = _run(container, "pipeline", "--help").stdout.splitlines()
+    assert python == ["python3 nproc=unset", "-m", "pipeline", "--help"]
     assert _run(container, "bundles").stdout == "demo\n"
     assert "multi-gpu-train BUNDLE" in _run(container).stdout
     assert _run(container, "echo", "as", "given").stdout == "as given\n"

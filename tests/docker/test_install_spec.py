@@ -34,6 +34,7 @@ PROBE = "import json, pipeline, torch; print(json.dumps([pipeline.__file__, torc
 def test_dockerfile_install_works_in_a_fresh_venv_over_a_preinstalled_torch(tmp_path: Path):
     context = tmp_path / "context"
     for source in copy_sources(parse_dockerfile(), before_install=True):
+        assert (REPO / source).exists(), f"the Dockerfile copies {source}, which the repository lacks"
         target = context / source
         if (REPO / source).is_dir():
             shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__"))

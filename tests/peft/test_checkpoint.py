@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backbones import SamViT, Swin
+from tests.peft.backbones import SamViT, Swin
 from pipeline.errors import PipelineError
 from pipeline.peft import apply_peft, load_adapter, param_groups, save_adapter, trainable_state_dict
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from backbones import BACKBONES, TinyViTEncoder
+from tests.peft.backbones import BACKBONES, TinyViTEncoder
 from pipeline.errors import PipelineError
 from pipeline.peft import METHODS, apply_peft, param_groups
 

@@ -1,0 +1,103 @@
+"""The LiteMedSAM-DKA bundle end to end on a few real Kvasir-SEG images, through ``python -m monai.bundle run``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "bundles" / "litemedsam_dka_polyp" / "configs"
+ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+
+
+def bundle(*configs: str, **overrides) -> subprocess.CompletedProcess:
+    files = "[" + ",".join(f"'{CONFIGS / c}'" for c in configs) + "]"
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files]
+    for key, value in overrides.items():
+        args += [f"--{key}", str(value)]
+    return subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def kvasir_split(shared_data, tmp_path_factory):
+    """Four real Kvasir-SEG cases: 2 train, 1 validation, 1 test (paths relative to the real folder)."""
+    root = shared_data / "kvasir_seg"
+    names = sorted(p.name for p in (root / "images").glob("*.jpg"))[:4]
+    case = lambda n: {"image": f"images/{n}", "label": f"masks/{n}"}  # noqa: E731
+    split = tmp_path_factory.mktemp("split") / "split.json"
+    split.write_text(json.dumps({"training": [case(n) for n in names[:2]], "validation": [case(names[2])],
+                                 "test": [case(names[3])]}))
+    return root, split
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_train_resume_evaluate_infer_on_real_kvasir(kvasir_split, tmp_path):
+    root, split = kvasir_split
+    common = {"dataset_dir": root, "split": split, "output_dir": tmp_path}
+
+    first = bundle("train.json", max_epochs=1, **common)
+    assert first.returncode == 0, first.stderr[-3000:]
+    model = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    resume = torch.load(tmp_path / "models" / "resume.pt", weights_only=False)
+    assert resume["trainer"]["epoch"] == 1
+    assert set(model["state_dict"]) == set(resume["network"]), "the model checkpoint holds only trainable tensors"
+    assert not any(name.startswith("image_encoder.") and ".adapter" not in name and "lora" not in name
+                   for name in model["state_dict"] if "blocks" not in name), "no frozen encoder tensors"
+
+    second = bundle("train.json", max_epochs=2, **common)
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = second.stdout + second.stderr
+    assert "resumed from" in log and "at epoch 1" in log
+    assert torch.load(tmp_path / "models" / "resume.pt", weights_only=False)["trainer"]["epoch"] == 2
+
+    evaluation = bundle("train.json", "evaluate.json", **common)
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    rows = (tmp_path / "eval" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[0] == "case,class,dice,iou,hd95,nsd"
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert math.isfinite(summary["1"]["dice"]["mean"]) and math.isfinite(summary["1"]["iou"]["mean"])
+
+    inference = bundle("train.json", "inference.json", **common)
+    assert inference.returncode == 0, inference.stderr[-3000:]
+    test_image = json.loads(split.read_text())["test"][0]["image"]
+    stem = Path(test_image).stem
+    mask = Image.open(tmp_path / "predictions" / f"{stem}_mask.png")
+    overlay = Image.open(tmp_path / "predictions" / f"{stem}_overlay.png")
+    source = Image.open(root / test_image)
+    assert mask.size == overlay.size == source.size, "outputs have the input's geometry"
+    assert set(np.unique(np.asarray(mask))) <= {0, 255}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({}, "error: dataset_dir is required"),
+        ({"method": "nope"}, "error: unknown method 'nope'"),
+        ({"split": "missing"}, "names image 'images/gone.jpg', which does not exist"),
+    ],
+)
+def test_bad_overrides_end_with_one_clear_line(overrides, message, tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    if "method" in overrides:
+        overrides = {"dataset_dir": tmp_path, **overrides}
+    if overrides.get("split") == "missing":
+        split = tmp_path / "split.json"
+        split.write_text(json.dumps({"training": [{"image": "images/gone.jpg", "label": "masks/gone.jpg"}]}))
+        overrides = {"dataset_dir": tmp_path, "split": split}
+    result = bundle("train.json", output_dir=tmp_path / "out", **overrides)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last
+    assert "Traceback" not in result.stderr

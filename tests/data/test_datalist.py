@@ -1,0 +1,81 @@
+"""Datalists from the three layouts (real Kvasir, hippocampus and DICOM subsets linked into tmp) and their faults."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.data.datalist import build_datalist, load_datalist, write_json
+from pipeline.data.demo_data import make_synthetic_kvasir
+from pipeline.errors import PipelineError
+
+KVASIR = ["cju0qkwl35piu0993l0dewei2", "cju0qoxqj9q6s0835b43399p4", "cju0qx73cjw570799j4n5cjze"]
+HIPPO = ["hippocampus_001", "hippocampus_003"]
+
+
+def _link(source, target):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(source)
+
+
+@pytest.mark.real_data
+def test_kvasir_layout(shared_data, tmp_path):
+    for name in KVASIR:
+        for sub in ("images", "masks"):
+            _link(shared_data / "kvasir_seg" / sub / f"{name}.jpg", tmp_path / sub / f"{name}.jpg")
+    datalist = build_datalist(tmp_path, name="kvasir", labels={"0": "background", "1": "polyp"})
+    assert datalist["layout"] == "2d" and datalist["labels"]["1"] == "polyp"
+    assert datalist["training"][0] == {"image": f"images/{KVASIR[0]}.jpg", "label": f"masks/{KVASIR[0]}.jpg"}
+    assert datalist["summary"]["empty_masks"] == 0
+    entries = load_datalist(write_json(datalist, tmp_path / "datalist.json"))
+    assert entries[2]["image"] == str(tmp_path / "images" / f"{KVASIR[2]}.jpg")
+
+
+@pytest.mark.real_data
+def test_msd_layout_finds_label_values(shared_data, tmp_path):
+    for name in HIPPO:
+        for sub in ("imagesTr", "labelsTr"):
+            _link(shared_data / "msd_hippocampus" / sub / f"{name}.nii.gz", tmp_path / sub / f"{name}.nii.gz")
+    datalist = build_datalist(tmp_path)
+    assert datalist["layout"] == "msd-3d" and datalist["numTraining"] == 2
+    assert datalist["labels"] == {"0": "background", "1": "label 1", "2": "label 2"}
+    assert datalist["training"][1]["label"] == "labelsTr/hippocampus_003.nii.gz"
+
+
+@pytest.mark.real_data
+def test_dicom_tree_pairs_seg_with_its_series(shared_data, tmp_path):
+    for f in (shared_data / "dicom_ct_liver_seg" / "ct-3slice").glob("*.dcm"):
+        _link(f, tmp_path / "patient1" / "ct" / f.name)
+    _link(shared_data / "dicom_ct_liver_seg" / "seg" / "liver.dcm", tmp_path / "patient1" / "seg" / "liver.dcm")
+    datalist = build_datalist(tmp_path)
+    assert datalist["training"] == [{"image": "patient1/ct", "label": "patient1/seg/liver.dcm"}]
+    (tmp_path / "patient1" / "seg" / "liver.dcm").unlink()
+    with pytest.raises(PipelineError, match=r"unpaired DICOM objects: \['patient1/ct \(series .* has no SEG\)'\]"):
+        build_datalist(tmp_path)
+
+
+def test_unpaired_files_are_listed(tmp_path):
+    make_synthetic_kvasir(tmp_path, n=3, size=32)
+    (tmp_path / "masks" / "synthetic_001.png").unlink()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "masks" / "orphan.png")
+    with pytest.raises(PipelineError, match=r"2 unpaired files .*\['images/synthetic_001.png', 'masks/orphan.png'\]"):
+        build_datalist(tmp_path)
+
+
+def test_empty_mask_is_allowed_and_reported(tmp_path):
+    make_synthetic_kvasir(tmp_path, n=3, size=32)
+    Image.fromarray(np.full((32, 32), 40, np.uint8)).save(tmp_path / "masks" / "synthetic_002.png")  # JPEG-like noise only
+    summary = build_datalist(tmp_path)["summary"]
+    assert summary["empty_masks"] == 1 and summary["empty_mask_files"] == ["masks/synthetic_002.png"]
+
+
+def test_missing_file_in_datalist_is_named(tmp_path):
+    make_synthetic_kvasir(tmp_path, n=2, size=32)
+    path = write_json(build_datalist(tmp_path), tmp_path / "datalist.json")
+    (tmp_path / "images" / "synthetic_001.png").unlink()
+    with pytest.raises(PipelineError, match=r"1 files listed under 'training' are missing .*images/synthetic_001.png"):
+        load_datalist(path)
+    assert json.loads(path.read_text())["name"] == tmp_path.name
