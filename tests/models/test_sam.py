@@ -1,0 +1,81 @@
+"""SAM ViT-B/L/H and MedSAM ViT-B wrappers, built small with random weights (no SAM weights exist offline)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from model_cases import SMALL_SAM
+
+from pipeline.errors import PipelineError
+from pipeline.models import BACKBONES, build_backbone
+from pipeline.models.sam import SAM_VARIANTS
+
+BOXES = torch.tensor([[5.0, 4.0, 40.0, 30.0], [0.0, 0.0, 69.0, 49.0]])
+
+
+@pytest.mark.parametrize("variant", sorted(SAM_VARIANTS))
+def test_box_prompted_logits_at_input_resolution(variant, check_sites):
+    model = build_backbone(variant, size=SMALL_SAM)
+    image = torch.rand(2, 1, 50, 70) * 1000  # synthetic, arbitrary intensity range
+    with torch.no_grad():
+        logits = model(image, BOXES)
+    assert logits.shape == (2, 1, 50, 70) and torch.isfinite(logits).all()
+    assert check_sites(model, image, BOXES) == SMALL_SAM.depth
+    spec = model.peft_spec()
+    assert spec.head == ("mask_decoder",)
+    assert all(site.attention == ("attn.qkv", "attn.proj") for site in spec.blocks)
+    assert not any(p.requires_grad for p in model.prompt_encoder.parameters())
+
+
+def test_prompt_free_multiclass_starts_from_pretrained_tokens():
+    free = build_backbone("sam_vit_b", size=SMALL_SAM, prompt="none", num_classes=6)
+    decoder = free.mask_decoder
+    assert decoder.num_mask_tokens == 6 and len(decoder.output_hypernetworks_mlps) == 6
+    # class k starts as pretrained token k mod 4: classes 0 and 4 are copies of the same token and MLP
+    assert torch.equal(decoder.mask_tokens.weight[0], decoder.mask_tokens.weight[4])
+    assert not torch.equal(decoder.mask_tokens.weight[0], decoder.mask_tokens.weight[1])
+    first, fifth = decoder.output_hypernetworks_mlps[0], decoder.output_hypernetworks_mlps[4]
+    assert first is not fifth and torch.equal(first.layers[0].weight, fifth.layers[0].weight)
+    image = torch.rand(2, 3, 61, 45)
+    with torch.no_grad():
+        logits = free(image)
+    assert logits.shape == (2, 6, 61, 45)
+    assert torch.allclose(logits[:, 0], logits[:, 4])
+
+
+def test_batch_matches_single_images():
+    model = build_backbone("sam_vit_b", size=SMALL_SAM)
+    image = torch.rand(2, 3, 50, 70)
+    with torch.no_grad():
+        batch = model(image, BOXES)
+        single = torch.cat([model(image[i : i + 1], BOXES[i : i + 1]) for i in range(2)])
+    assert torch.allclose(batch, single, atol=1e-5)
+
+
+def test_longest_side_geometry_and_box_mapping():
+    model = build_backbone("sam_vit_b", size=SMALL_SAM)
+    image = torch.zeros(1, 1, 50, 100)
+    image[..., :, 50:] = 1.0  # synthetic: right half bright
+    prepared, geometry = model.prepare(image)
+    assert prepared.shape == (1, 3, 64, 64) and geometry.resized == (32, 64)
+    assert torch.all(prepared[..., 32:, :] == 0), "padding goes bottom/right"
+    assert geometry.scale_xy == (0.64, 0.64)
+    medsam = build_backbone("medsam_vit_b", size=SMALL_SAM)
+    prepared, geometry = medsam.prepare(image)
+    assert geometry.resized == (64, 64) and geometry.scale_xy == (0.64, 1.28)
+    assert prepared.min() >= 0 and prepared.max() <= 1, "MedSAM takes [0, 1] min-max scaled input"
+
+
+def test_prompt_errors():
+    with pytest.raises(PipelineError, match="prompt='box' segments one object"):
+        build_backbone("sam_vit_b", size=SMALL_SAM, num_classes=3)
+    with pytest.raises(PipelineError, match="prompt must be one of"):
+        build_backbone("sam_vit_b", size=SMALL_SAM, prompt="points")
+    with pytest.raises(PipelineError, match="2D model"):
+        build_backbone("sam_vit_h", size=SMALL_SAM, spatial_dims=3)
+    model = build_backbone("sam_vit_b", size=SMALL_SAM)
+    with pytest.raises(PipelineError, match=r"give boxes of shape \(2, 4\)"):
+        model(torch.rand(2, 3, 32, 32))
+    with pytest.raises(PipelineError, match="unknown backbone 'sam'"):
+        build_backbone("sam")
+    assert set(BACKBONES) == {"litemedsam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "medsam_vit_b", "swin_unetr"}
