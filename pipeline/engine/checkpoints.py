@@ -78,6 +78,7 @@ class ResumeState:
 
     def state(self, engine: Engine) -> dict:
         state = {
+            "epoch": engine.state.epoch,
             "trainer": engine.state_dict(),
             "network": trainable_state_dict(_inner(self.network)),
             "optimizer": self.optimizer.state_dict(),

@@ -49,7 +49,7 @@ def test_train_resume_evaluate_infer_on_real_kvasir(kvasir_split, tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     model = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     resume = torch.load(tmp_path / "models" / "resume.pt", weights_only=False)
-    assert resume["trainer"]["epoch"] == 1
+    assert resume["epoch"] == 1
     assert set(model["state_dict"]) == set(resume["network"]), "the model checkpoint holds only trainable tensors"
     assert not any(name.startswith("image_encoder.") and ".adapter" not in name and "lora" not in name
                    for name in model["state_dict"] if "blocks" not in name), "no frozen encoder tensors"
@@ -58,7 +58,7 @@ def test_train_resume_evaluate_infer_on_real_kvasir(kvasir_split, tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     log = second.stdout + second.stderr
     assert "resumed from" in log and "at epoch 1" in log
-    assert torch.load(tmp_path / "models" / "resume.pt", weights_only=False)["trainer"]["epoch"] == 2
+    assert torch.load(tmp_path / "models" / "resume.pt", weights_only=False)["epoch"] == 2
 
     evaluation = bundle("train.json", "evaluate.json", **common)
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]

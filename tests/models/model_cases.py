@@ -27,7 +27,7 @@ def kvasir_case(data: Path, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     folder = data / "kvasir_seg"
     image = np.asarray(Image.open(folder / "images" / name).convert("RGB"))
     mask = np.asarray(Image.open(folder / "masks" / name).convert("L")) > 127
-    return torch.from_numpy(image).permute(2, 0, 1)[None].float(), torch.from_numpy(mask)[None, None]
+    return torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float(), torch.from_numpy(mask.copy())[None, None]
 
 
 def hippocampus_case(data: Path, name: str = "hippocampus_001.nii.gz") -> tuple[torch.Tensor, torch.Tensor]:

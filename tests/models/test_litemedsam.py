@@ -21,7 +21,8 @@ def test_sites_are_the_tinyvit_blocks(litemedsam, check_sites):
     assert spec.name == "litemedsam" and spec.head == ("mask_decoder",)
     # layers[1..3] hold 2 + 6 + 2 TinyViT blocks; layers[0] is MBConv and has no sites
     assert [site.stage for site in spec.blocks] == [1] * 2 + [2] * 6 + [3] * 2
-    assert [site.layout for site in spec.blocks[:3]] == [TokenGrid(grid=(32, 32))] * 2 + [TokenGrid(grid=(16, 16))]
+    # MedSAM's TinyViT keeps full resolution in its patch embedding: stage grids are 128², 64², 64²
+    assert [site.layout for site in spec.blocks[:3]] == [TokenGrid(grid=(128, 128))] * 2 + [TokenGrid(grid=(64, 64))]
     image = torch.rand(1, 3, 200, 300) * 255  # synthetic
     assert check_sites(litemedsam, image, torch.tensor([[10.0, 10.0, 150.0, 120.0]])) == 10
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.errors import PipelineError
 from pipeline.peft.methods.adapter import Adapter
 from pipeline.peft.methods.adaptformer import AdaptFormer
-from pipeline.peft.methods.base import BlockAdapterMethod, Method
+from pipeline.peft.methods.base import BlockAdapterMethod, BottleneckMethod, Method
 from pipeline.peft.methods.bitfit import BitFit
 from pipeline.peft.methods.convpass import Convpass
 from pipeline.peft.methods.dka import DKA
@@ -39,4 +39,4 @@ def build_method(method: str, placement: str | None = None, **options) -> Method
     return config
 
 
-__all__ = ["METHODS", "Method", "BlockAdapterMethod", "build_method"]
+__all__ = ["METHODS", "Method", "BlockAdapterMethod", "BottleneckMethod", "build_method"]

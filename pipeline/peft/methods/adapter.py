@@ -6,21 +6,17 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from pipeline.peft.methods.base import BlockAdapterMethod, require_positive
+from pipeline.peft.methods.base import BottleneckMethod
 from pipeline.peft.modules import TokenBottleneck
 from pipeline.peft.spec import BlockSite
 
 
 @dataclass(kw_only=True)
-class Adapter(BlockAdapterMethod):
+class Adapter(BottleneckMethod):
     name = "adapter"
-    r: int = 16
+    dropout: float = 0.0
     placement: str = "sequential"
     init: str = "zero"
 
-    def validate(self) -> None:
-        super().validate()
-        require_positive(self.name, "r", self.r)
-
     def build(self, site: BlockSite, position: int, count: int) -> nn.Module:
-        return TokenBottleneck(site.channels, self.r)
+        return TokenBottleneck(site.channels, self.r, dropout=self.dropout)

@@ -7,24 +7,20 @@ from dataclasses import dataclass
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.peft.methods.base import BlockAdapterMethod, require_fraction, require_positive
+from pipeline.peft.methods.base import BottleneckMethod
 from pipeline.peft.modules import TokenBottleneck
 from pipeline.peft.spec import BlockSite
 
 
 @dataclass(kw_only=True)
-class AdaptFormer(BlockAdapterMethod):
+class AdaptFormer(BottleneckMethod):
     name = "adaptformer"
-    r: int = 16
     scale: float = 0.1
-    dropout: float = 0.1
     placement: str = "parallel"
     init: str = "zero"
 
     def validate(self) -> None:
         super().validate()
-        require_positive(self.name, "r", self.r)
-        require_fraction(self.name, "dropout", self.dropout)
         if not isinstance(self.scale, (int, float)) or self.scale <= 0:
             raise PipelineError(f"{self.name}: scale must be a positive number, got {self.scale!r}")
 

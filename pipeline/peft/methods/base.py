@@ -82,3 +82,16 @@ class BlockAdapterMethod(Method):
             model.set_submodule(site.path, AdaptedBlock(model.get_submodule(site.path), adapter, self.placement))
             trained.extend(adapter.parameters())
         return trained
+
+
+@dataclass(kw_only=True)
+class BottleneckMethod(BlockAdapterMethod):
+    """A block adapter with one bottleneck width ``r`` and a dropout (all but the telescopic adapter)."""
+
+    r: int = 16
+    dropout: float = 0.1
+
+    def validate(self) -> None:
+        super().validate()
+        require_positive(self.name, "r", self.r)
+        require_fraction(self.name, "dropout", self.dropout)

@@ -7,25 +7,22 @@ from dataclasses import dataclass
 from monai.networks.layers import Conv
 from torch import nn
 
-from pipeline.peft.methods.base import BlockAdapterMethod, require_fraction, require_odd, require_positive
+from pipeline.peft.methods.base import BottleneckMethod, require_odd
 from pipeline.peft.modules import SpatialBottleneck
 from pipeline.peft.spec import BlockSite
 
 
 @dataclass(kw_only=True)
-class Convpass(BlockAdapterMethod):
+class Convpass(BottleneckMethod):
     name = "convpass"
     r: int = 8
     kernel_size: int = 3
-    dropout: float = 0.1
     placement: str = "parallel"
     init: str = "zero"
 
     def validate(self) -> None:
         super().validate()
-        require_positive(self.name, "r", self.r)
         require_odd(self.name, "kernel_size", self.kernel_size)
-        require_fraction(self.name, "dropout", self.dropout)
 
     def build(self, site: BlockSite, position: int, count: int) -> nn.Module:
         conv_type = Conv[Conv.CONV, site.layout.spatial_dims]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from pipeline.peft.large_kernel import DecomposedDepthwiseConv3d, DepthwiseConv
-from pipeline.peft.methods.base import BlockAdapterMethod, require_choice, require_fraction, require_odd, require_positive
+from pipeline.peft.methods.base import BottleneckMethod, require_choice, require_odd
 from pipeline.peft.modules import SpatialBottleneck
 from pipeline.peft.spec import BlockSite
 
@@ -27,22 +27,18 @@ def large_kernel(channels: int, kernel_size: int, spatial_dims: int, kernel_3d: 
 
 
 @dataclass(kw_only=True)
-class DKA(BlockAdapterMethod):
+class DKA(BottleneckMethod):
     name = "dka"
-    r: int = 16
     kernel_large: int = 51
     kernel_small: int = 5
-    dropout: float = 0.1
     kernel_3d: str = "decomposed"
     placement: str = "parallel"
     init: str = "paper"
 
     def validate(self) -> None:
         super().validate()
-        require_positive(self.name, "r", self.r)
         require_odd(self.name, "kernel_large", self.kernel_large)
         require_odd(self.name, "kernel_small", self.kernel_small)
-        require_fraction(self.name, "dropout", self.dropout)
         require_choice(self.name, "kernel_3d", self.kernel_3d, KERNELS_3D)
 
     def build(self, site: BlockSite, position: int, count: int) -> nn.Module:

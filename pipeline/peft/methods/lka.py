@@ -9,27 +9,23 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from pipeline.peft.methods.base import BlockAdapterMethod, require_choice, require_fraction, require_odd, require_positive
+from pipeline.peft.methods.base import BottleneckMethod, require_choice, require_odd
 from pipeline.peft.methods.dka import KERNELS_3D, large_kernel
 from pipeline.peft.modules import SpatialBottleneck
 from pipeline.peft.spec import BlockSite
 
 
 @dataclass(kw_only=True)
-class LKA(BlockAdapterMethod):
+class LKA(BottleneckMethod):
     name = "lka"
-    r: int = 16
     kernel_size: int = 51
-    dropout: float = 0.1
     kernel_3d: str = "decomposed"
     placement: str = "parallel"
     init: str = "paper"
 
     def validate(self) -> None:
         super().validate()
-        require_positive(self.name, "r", self.r)
         require_odd(self.name, "kernel_size", self.kernel_size)
-        require_fraction(self.name, "dropout", self.dropout)
         require_choice(self.name, "kernel_3d", self.kernel_3d, KERNELS_3D)
 
     def build(self, site: BlockSite, position: int, count: int) -> nn.Module:
