@@ -23,4 +23,4 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) benchmarks/large_kernel.py
+	$(PY) -m benchmarks.large_kernel

@@ -18,6 +18,7 @@ COMMANDS = {
     "split": ("pipeline.data.commands.split", "write reproducible few-shot splits of a datalist"),
     "demo-data": ("pipeline.data.commands.demo_data", "generate the small synthetic demo dataset"),
     "methods": ("pipeline.peft.commands.methods", "list the adapter methods and their default options"),
+    "sweep": ("pipeline.experiments.commands.sweep", "train and evaluate a bundle per method, fraction and seed"),
     "demo": ("pipeline.engine.commands.demo", "split, train, evaluate and infer a bundle on the synthetic demo data"),
 }
 

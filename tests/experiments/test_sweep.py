@@ -1,0 +1,117 @@
+"""The few-shot sweep's orchestration: splits, commands, skipping finished runs, failures, the result table.
+
+The bundle runs themselves are replaced by a stand-in that writes a summary.json (the bundles have their own
+end-to-end tests); what is tested here is that the sweep runs each (method, split) once, in the right order, with
+the right overrides, and tabulates what the runs wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.errors import PipelineError
+from pipeline.experiments import sweep as sweep_module
+from pipeline.experiments.sweep import Sweep, collect, foreground_dice, run_one, table, write_results, write_splits
+
+
+@pytest.fixture
+def synthetic_folder(tmp_path) -> Path:
+    """Ten SYNTHETIC image/mask pairs in Kvasir layout."""
+    for i in range(10):
+        for sub, mode in (("images", "RGB"), ("masks", "L")):
+            (tmp_path / "data" / sub).mkdir(parents=True, exist_ok=True)
+            array = np.zeros((8, 8, 3) if mode == "RGB" else (8, 8), np.uint8)
+            array[2:6, 2:6] = 255
+            Image.fromarray(array, mode).save(tmp_path / "data" / sub / f"synthetic_{i}.png")
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def config(tmp_path, synthetic_folder) -> Sweep:
+    text = f"""
+bundle: bundles/litemedsam_dka_polyp
+dataset_dir: {synthetic_folder}
+output: {tmp_path / 'sweep'}
+fractions: [0.2, 1.0]
+seeds: [0, 1]
+methods: {{dka: {{r: 8}}, linear_probe: }}
+overrides: {{max_epochs: 3}}
+"""
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return Sweep.load(path)
+
+
+def fake_bundle(calls, dice_by_method):
+    def run(command, stdout=None, stderr=None):
+        calls.append(command)
+        args = dict(zip(command[6::2], command[7::2]))
+        if command[5].endswith("evaluate.json']"):
+            method = Path(args["--output_dir"]).parent.name
+            summary = Path(args["--output_dir"]) / "eval" / "summary.json"
+            summary.parent.mkdir(parents=True)
+            summary.write_text(json.dumps({"1": {"dice": {"mean": dice_by_method[method]}}}))
+        return subprocess.CompletedProcess(command, 0)
+
+    return run
+
+
+def test_sweep_runs_each_method_and_split_once_and_tabulates(config, monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep_module.subprocess, "run", fake_bundle(calls, {"dka": 0.8, "linear_probe": 0.6}))
+    splits = write_splits(config)
+    assert sorted(splits) == ["split_f0.2_s0", "split_f0.2_s1", "split_f1.0_s0", "split_f1.0_s1"]
+    for name, path in splits.items():
+        for method in config.methods:
+            run_one(config, method, name, path)
+    assert len(calls) == 2 * 4 * 2, "train + evaluate per method and split"
+    train = calls[0]
+    assert train[5] == "['bundles/litemedsam_dka_polyp/configs/train.json']"
+    args = dict(zip(train[6::2], train[7::2]))
+    assert args["--method"] == "dka" and json.loads(args["--method_options"]) == {"r": 8}
+    assert args["--max_epochs"] == "3" and args["--split"].endswith("split_f0.2_s0.json")
+
+    for name, path in splits.items():  # a second pass finds every summary and runs nothing
+        run_one(config, "dka", name, path)
+    assert len(calls) == 16
+
+    rows = collect(config, splits)
+    assert {(r["method"], r["fraction"], r["seed"]) for r in rows} == {
+        (m, f, s) for m in ("dka", "linear_probe") for f in (0.2, 1.0) for s in (0, 1)}
+    assert {r["n_train"] for r in rows if r["fraction"] == 0.2} == {2}
+    csv_path, md_path = write_results(config, rows)
+    markdown = md_path.read_text()
+    assert "| dka | 0.800 ± 0.000 (n=2) | 0.800 ± 0.000 (n=2) |" in markdown
+    assert "| linear_probe | 0.600 ± 0.000 (n=2)" in markdown
+    assert len(csv_path.read_text().splitlines()) == 1 + 8
+
+
+def test_failed_run_names_its_log(config, monkeypatch):
+    monkeypatch.setattr(sweep_module.subprocess, "run",
+                        lambda command, **kw: subprocess.CompletedProcess(command, 1))
+    name, path = next(iter(write_splits(config).items()))
+    with pytest.raises(PipelineError, match=r"run dka/split_f0.2_s0 failed; its output is in .*sweep.log"):
+        run_one(config, "dka", name, path)
+
+
+def test_bad_config_is_one_clear_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("bundle: b\nmethod: [dka]\n")
+    with pytest.raises(PipelineError, match=r"unknown keys \['method'\], missing keys \['dataset_dir', 'fractions'"):
+        Sweep.load(path)
+
+
+def test_foreground_dice_averages_foreground_classes_only():
+    summary = {"0": {"dice": {"mean": 0.99}}, "1": {"dice": {"mean": 0.8}}, "2": {"dice": {"mean": 0.6}}, "cases": 3}
+    assert foreground_dice(summary) == pytest.approx(0.7)
+
+
+def test_table_single_seed_cells():
+    rows = [{"method": "dka", "fraction": 0.01, "seed": 0, "n_train": 5, "dice": 0.5}]
+    assert table(rows).splitlines()[2] == "| dka | 0.500 |"
