@@ -128,7 +128,8 @@ def forward_table(repeats: int, threads: int) -> str:
             result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
             size = "x".join(str(s) for s in shape[2:])
             rows.append(f"| {case.rsplit('_', 1)[0]} | {size} | {method} | {result['params']:,} | "
-                        f"{result['median_s']:.2f} | {result['forward_extra_mib']:.0f} | {result['peak_rss_mib']:.0f} |")
+                        f"{result['median_s']:.2f} | {result['forward_extra_mib']:.0f} | "
+                        f"{result['peak_rss_mib']:.0f} |")
     return "\n".join(rows)
 
 

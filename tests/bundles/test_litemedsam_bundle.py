@@ -101,3 +101,45 @@ def test_bad_overrides_end_with_one_clear_line(overrides, message, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_zero_shot_evaluation_keeps_pretrained_accuracy_on_real_kvasir(shared_data, tmp_path):
+    """Regression: the evaluate path must score the untrained (linear-probe) LiteMedSAM like the backbone alone.
+
+    Case ``cju0roawvklrq0799vmjorwfv`` has two polyps and one stray JPEG-noise pixel at (0, 0) after binarising:
+    one tight box then spanned half the frame (Dice 0.39). Noise components are now dropped and each polyp gets
+    its own box. The images also reach the model as (H, W), as LiteMedSAM was trained, not PIL's (W, H).
+    """
+    from monai.bundle import ConfigParser
+
+    from pipeline.engine.network import build_network
+    from pipeline.peft import save_adapter
+
+    root = shared_data / "kvasir_seg"
+    names = ["cju0qkwl35piu0993l0dewei2.jpg", "cju0roawvklrq0799vmjorwfv.jpg", "cju0rx1idathl0835detmsp84.jpg"]
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"training": [], "validation": [],
+                                 "test": [{"image": f"images/{n}", "label": f"masks/{n}"} for n in names]}))
+    save_adapter(build_network("litemedsam", method="linear_probe", checkpoint="shipped", num_classes=1,
+                               prompt="box"), tmp_path / "models" / "model.pt")
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")])
+    parser.update({"dataset_dir": str(root), "split": str(split), "output_dir": str(tmp_path)})
+    parser.get_parsed_content("initialize")
+    parser.get_parsed_content("validate#evaluator").run()
+
+    rows = (tmp_path / "eval" / "metrics.csv").read_text().splitlines()[1:]
+    dice = {Path(row.split(",")[0]).name: float(row.split(",")[2]) for row in rows}
+    assert set(dice) == set(names)
+    assert np.mean(list(dice.values())) > 0.9, dice
+    assert min(dice.values()) > 0.85, dice
+
+
+@pytest.mark.slow
+def test_verify_net_in_out_passes_for_the_box_prompted_network():
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out(net_id="network_verify", meta_file=str(CONFIGS / "metadata.json"),
+                      config_file=str(CONFIGS / "train.json"), device="cpu")

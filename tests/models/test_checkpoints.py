@@ -15,9 +15,9 @@ from model_cases import SMALL_SAM
 
 
 def _official_file(tmp_path, size=SMALL_SAM, name="sam_vit_b_small.pth"):
-    """A SAM state dict in the official file format: a flat dict of image_encoder./prompt_encoder./mask_decoder. keys."""
+    """A SAM state dict in the official file format: flat image_encoder./prompt_encoder./mask_decoder. keys."""
     model = build_backbone("sam_vit_b", size=size)
-    state = {key: value for key, value in model.state_dict().items()}
+    state = model.state_dict()
     assert {key.split(".")[0] for key in state} == {"image_encoder", "prompt_encoder", "mask_decoder"}
     path = tmp_path / name
     torch.save(state, path)

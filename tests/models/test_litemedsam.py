@@ -30,14 +30,14 @@ def test_sites_are_the_tinyvit_blocks(litemedsam, check_sites):
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_zero_shot_beats_filling_the_box(litemedsam, shared_data):
-    """Box-prompted with the ground-truth box on the first 8 Kvasir-SEG images (sorted by name).
+    """Box-prompted with the ground-truth box on the first 6 Kvasir-SEG images (sorted by name).
 
-    Filling the box scores 0.67 mean Dice on these; the shipped LiteMedSAM scored 0.86 when this test was written
+    Filling the box scores 0.64 mean Dice on these; the shipped LiteMedSAM scored 0.82 when this test was written
     (0.92 vs 0.75 on the first 40, see docs/backbones.md). Broken preprocessing or a wrong weight load lands near
     or below the box.
     """
     model_dice, box_dice = [], []
-    for name in kvasir_names(shared_data, 8):
+    for name in kvasir_names(shared_data, 6):
         image, mask = kvasir_case(shared_data, name)
         box = boxes_from_labels(mask[:, 0])
         with torch.no_grad():
@@ -48,6 +48,6 @@ def test_zero_shot_beats_filling_the_box(litemedsam, shared_data):
         filled[..., y0 : y1 + 1, x0 : x1 + 1] = True
         model_dice.append(_dice(logits > 0, mask))
         box_dice.append(_dice(filled, mask))
-    assert np.mean(box_dice) == pytest.approx(0.666, abs=0.01)
-    assert np.mean(model_dice) > 0.8
+    assert np.mean(box_dice) == pytest.approx(0.639, abs=0.01)
+    assert np.mean(model_dice) > 0.78
     assert np.mean(model_dice) > np.mean(box_dice) + 0.1

@@ -27,15 +27,20 @@ def test_box_prompted_logits_at_input_resolution(variant, check_sites):
     assert not any(p.requires_grad for p in model.prompt_encoder.parameters())
 
 
-def test_prompt_free_multiclass_starts_from_pretrained_tokens():
-    free = build_backbone("sam_vit_b", size=SMALL_SAM, prompt="none", num_classes=6)
-    decoder = free.mask_decoder
+def test_prompt_free_multiclass_starts_from_pretrained_tokens(tmp_path):
+    pretrained = build_backbone("sam_vit_b", size=SMALL_SAM)
+    torch.save(pretrained.state_dict(), tmp_path / "sam_small.pth")
+    free = build_backbone(
+        "sam_vit_b", size=SMALL_SAM, prompt="none", num_classes=6, checkpoint=tmp_path / "sam_small.pth"
+    )
+    decoder, source = free.mask_decoder, pretrained.mask_decoder
     assert decoder.num_mask_tokens == 6 and len(decoder.output_hypernetworks_mlps) == 6
-    # class k starts as pretrained token k mod 4: classes 0 and 4 are copies of the same token and MLP
-    assert torch.equal(decoder.mask_tokens.weight[0], decoder.mask_tokens.weight[4])
-    assert not torch.equal(decoder.mask_tokens.weight[0], decoder.mask_tokens.weight[1])
-    first, fifth = decoder.output_hypernetworks_mlps[0], decoder.output_hypernetworks_mlps[4]
-    assert first is not fifth and torch.equal(first.layers[0].weight, fifth.layers[0].weight)
+    # class k starts as the checkpoint's token and hypernetwork MLP k mod 4
+    for k in range(6):
+        assert torch.equal(decoder.mask_tokens.weight[k], source.mask_tokens.weight[k % 4])
+        mlp, source_mlp = decoder.output_hypernetworks_mlps[k], source.output_hypernetworks_mlps[k % 4]
+        assert torch.equal(mlp.layers[0].weight, source_mlp.layers[0].weight)
+    assert decoder.output_hypernetworks_mlps[0] is not decoder.output_hypernetworks_mlps[4]
     image = torch.rand(2, 3, 61, 45)
     with torch.no_grad():
         logits = free(image)

@@ -1,0 +1,143 @@
+"""The Swin-UNETR-DKA hippocampus bundle end to end on a few real MSD Task04 cases, via ``python -m monai.bundle``.
+
+The network is the bundle's own, at ``--feature_size 12`` (the default, 48, is the real size; 12 keeps a CPU step
+to seconds); everything else (64³ patches, sliding-window inference, DKA in the middle stages) is the default.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE = REPO / "bundles" / "swin_unetr_dka_hippocampus"
+CONFIGS = BUNDLE / "configs"
+ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+SMALL = {"feature_size": 12}
+
+
+def bundle_command(*configs: str, **overrides) -> list[str]:
+    files = "[" + ",".join(f"'{CONFIGS / c}'" for c in configs) + "]"
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files]
+    for key, value in overrides.items():
+        args += [f"--{key}", str(value)]
+    return args
+
+
+def bundle(*configs: str, **overrides) -> subprocess.CompletedProcess:
+    return subprocess.run(bundle_command(*configs, **overrides), cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=600)
+
+
+def smallest_cases(root: Path, count: int) -> list[str]:
+    """The ``count`` smallest real volumes (by voxels) among the first 20 names: the cheapest real cases."""
+    names = sorted(p.name for p in (root / "imagesTr").glob("*.nii.gz"))[:20]
+    return sorted(names, key=lambda n: np.prod(nib.load(root / "imagesTr" / n).shape))[:count]
+
+
+def hippocampus_split(root: Path, folder: Path, train: int, validation: int, test: int) -> Path:
+    names = smallest_cases(root, train + validation + test)
+    case = lambda n: {"image": f"imagesTr/{n}", "label": f"labelsTr/{n}"}  # noqa: E731
+    split = folder / "split.json"
+    split.write_text(json.dumps({
+        "training": [case(n) for n in names[:train]],
+        "validation": [case(n) for n in names[train:train + validation]],
+        "test": [case(n) for n in names[train + validation:]],
+    }))
+    return split
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_train_resume_evaluate_infer_on_real_hippocampus(shared_data, tmp_path):
+    root = shared_data / "msd_hippocampus"
+    split = hippocampus_split(root, tmp_path, train=2, validation=1, test=1)
+    common = {"dataset_dir": root, "split": split, "output_dir": tmp_path / "run", **SMALL}
+    models = tmp_path / "run" / "models"
+
+    first = bundle("train.json", max_epochs=1, val_interval=1, **common)
+    assert first.returncode == 0, first.stderr[-3000:]
+    model = torch.load(models / "model.pt", weights_only=True)
+    resume = torch.load(models / "resume.pt", weights_only=False)
+    assert resume["epoch"] == 1
+    assert model["method"] == "dka" and set(model["state_dict"]) == set(resume["network"])
+    encoder = [k for k in model["state_dict"] if k.startswith("swinViT.")]
+    assert encoder and all(".adapter." in k for k in encoder), "the frozen Swin encoder is not in the checkpoint"
+    assert {k.split(".")[1] for k in encoder} == {"layers2", "layers3"}, "DKA sits in the middle stages"
+
+    second = bundle("train.json", max_epochs=2, val_interval=1, **common)
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = second.stdout + second.stderr
+    assert "resumed from" in log and "at epoch 1" in log
+    assert torch.load(models / "resume.pt", weights_only=False)["epoch"] == 2
+
+    evaluation = bundle("train.json", "evaluate.json", **common)
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    rows = (tmp_path / "run" / "eval" / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "case,class,dice,iou,hd95,nsd" and len(rows) == 3
+    assert [r.split(",")[1] for r in rows[1:]] == ["anterior", "posterior"]
+    summary = json.loads((tmp_path / "run" / "eval" / "summary.json").read_text())
+    for name in ("anterior", "posterior"):
+        for metric in ("dice", "iou", "hd95", "nsd"):
+            assert math.isfinite(summary[name][metric]["mean"]), (name, metric)
+
+    test_image = root / json.loads(split.read_text())["test"][0]["image"]
+    inference = bundle("train.json", "inference.json", input=test_image, **common)
+    assert inference.returncode == 0, inference.stderr[-3000:]
+    source = nib.load(test_image)
+    prediction = nib.load(tmp_path / "run" / "predictions" / test_image.name)
+    assert prediction.shape == source.shape
+    np.testing.assert_allclose(prediction.affine, source.affine, atol=1e-5)
+    assert set(np.unique(np.asanyarray(prediction.dataobj)).tolist()) <= {0, 1, 2}
+
+
+@pytest.mark.slow
+def test_bad_overrides_end_with_one_clear_line(tmp_path):
+    """Three bad runs at once (each is mostly interpreter start-up): one ``error:`` line each, exit status 1."""
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"training": [{"image": "imagesTr/gone.nii.gz", "label": "labelsTr/gone.nii.gz"}]}))
+    cases = [
+        ({}, "error: dataset_dir is required"),
+        ({"dataset_dir": tmp_path, "method": "nope"}, "error: unknown method 'nope'"),
+        ({"dataset_dir": tmp_path, "split": split}, "names image 'imagesTr/gone.nii.gz', which does not exist"),
+    ]
+    runs = [subprocess.Popen(bundle_command("train.json", output_dir=tmp_path / "out", **overrides), cwd=REPO,
+                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for overrides, _ in cases]
+    for run, (_, message) in zip(runs, cases):
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 1, stderr[-2000:]
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and message in last
+        assert "Traceback" not in stderr
+
+
+def test_metadata_verifies_offline_against_the_vendored_schema(tmp_path):
+    from monai.bundle import verify_metadata
+
+    schema = str(REPO / "bundles" / "meta_schema_20240725.json")
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=schema)
+    broken = json.loads((CONFIGS / "metadata.json").read_text())
+    del broken["network_data_format"]["inputs"]["image"]["num_channels"]
+    (tmp_path / "metadata.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="'num_channels' is a required property"):
+        verify_metadata(meta_file=str(tmp_path / "metadata.json"), filepath=schema)
+
+
+@pytest.mark.slow
+def test_verify_net_in_out_accepts_the_network():
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"),
+                      config_file=str(CONFIGS / "train.json"), n=2, **SMALL)

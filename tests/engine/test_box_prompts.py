@@ -1,0 +1,50 @@
+"""Box prompts from real-looking labels (noise pixels, several objects) and the inferers that use them; synthetic."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.engine.inferers import ObjectBoxInferer
+from pipeline.engine.prompts import PromptBoxd
+from pipeline.engine.verification import WholeImageBox
+
+
+def synthetic_label() -> torch.Tensor:
+    label = torch.zeros(1, 40, 60)
+    label[0, 0, 0] = 1  # a JPEG-noise pixel
+    label[0, 10:20, 30:50] = 1  # object 1: rows 10-19, columns 30-49
+    label[0, 25:35, 5:15] = 1  # object 2
+    return label
+
+
+def test_noise_pixels_are_dropped_and_each_object_gets_its_own_box():
+    label = synthetic_label()
+    union = PromptBoxd(min_pixels=4)({"label": label})["box"]
+    assert union.tolist() == [5.0, 10.0, 49.0, 34.0]
+    noisy = PromptBoxd()({"label": label})["box"]
+    assert noisy.tolist()[:2] == [0.0, 0.0], "without min_pixels the stray pixel stretches the box"
+    boxes = PromptBoxd(min_pixels=4, per_object=True)({"label": label})["box"]
+    assert sorted(boxes.tolist()) == [[5.0, 25.0, 14.0, 34.0], [30.0, 10.0, 49.0, 19.0]]
+
+
+def test_object_box_inferer_unites_per_box_logits_and_whole_image_box_fills_in():
+    def network(image, boxes):
+        logits = torch.full((image.shape[0], 1, *image.shape[-2:]), -1.0)
+        for index, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
+            logits[index, 0, y0 : y1 + 1, x0 : x1 + 1] = 1.0
+        return logits
+
+    image = torch.zeros(1, 3, 40, 60)
+    boxes = PromptBoxd(min_pixels=4, per_object=True)({"label": synthetic_label()})["box"][None]
+    prediction = ObjectBoxInferer()(image, network, boxes=boxes) > 0
+    assert int(prediction.sum()) == 10 * 20 + 10 * 10
+    single = ObjectBoxInferer()(image, network, boxes=boxes[:, 0])
+    assert int((single > 0).sum()) == 200, "components are boxed in raster order: object 1 first"
+
+    class Boxed(torch.nn.Module):
+        prompt = "box"
+
+        def forward(self, image, boxes):
+            return network(image, boxes)
+
+    assert bool((WholeImageBox(Boxed())(image) > 0).all()), "no boxes: the whole image is the box"
