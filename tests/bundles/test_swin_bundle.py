@@ -38,6 +38,16 @@ def bundle(*configs: str, **overrides) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+def run_together(*commands: list[str]) -> list[subprocess.CompletedProcess]:
+    processes = [subprocess.Popen(c, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for c in commands]
+    results = []
+    for process, command in zip(processes, commands):
+        stdout, stderr = process.communicate(timeout=600)
+        results.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
+    return results
+
+
 def smallest_cases(root: Path, count: int) -> list[str]:
     """The ``count`` smallest real volumes (by voxels) among the first 20 names: the cheapest real cases."""
     names = sorted(p.name for p in (root / "imagesTr").glob("*.nii.gz"))[:20]
@@ -80,8 +90,12 @@ def test_train_resume_evaluate_infer_on_real_hippocampus(shared_data, tmp_path):
     assert "resumed from" in log and "at epoch 1" in log
     assert torch.load(models / "resume.pt", weights_only=False)["epoch"] == 2
 
-    evaluation = bundle("train.json", "evaluate.json", **common)
+    # evaluate and infer read the same checkpoint and write to different folders: run them side by side
+    test_image = root / json.loads(split.read_text())["test"][0]["image"]
+    evaluation, inference = run_together(bundle_command("train.json", "evaluate.json", **common),
+                                         bundle_command("train.json", "inference.json", input=test_image, **common))
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    assert inference.returncode == 0, inference.stderr[-3000:]
     rows = (tmp_path / "run" / "eval" / "metrics.csv").read_text().splitlines()
     assert rows[0] == "case,class,dice,iou,hd95,nsd" and len(rows) == 3
     assert [r.split(",")[1] for r in rows[1:]] == ["anterior", "posterior"]
@@ -90,9 +104,6 @@ def test_train_resume_evaluate_infer_on_real_hippocampus(shared_data, tmp_path):
         for metric in ("dice", "iou", "hd95", "nsd"):
             assert math.isfinite(summary[name][metric]["mean"]), (name, metric)
 
-    test_image = root / json.loads(split.read_text())["test"][0]["image"]
-    inference = bundle("train.json", "inference.json", input=test_image, **common)
-    assert inference.returncode == 0, inference.stderr[-3000:]
     source = nib.load(test_image)
     prediction = nib.load(tmp_path / "run" / "predictions" / test_image.name)
     assert prediction.shape == source.shape
@@ -100,27 +111,46 @@ def test_train_resume_evaluate_infer_on_real_hippocampus(shared_data, tmp_path):
     assert set(np.unique(np.asanyarray(prediction.dataobj)).tolist()) <= {0, 1, 2}
 
 
-@pytest.mark.slow
-def test_bad_overrides_end_with_one_clear_line(tmp_path):
-    """Three bad runs at once (each is mostly interpreter start-up): one ``error:`` line each, exit status 1."""
+@pytest.fixture
+def empty_msd_folder(tmp_path):
+    """A synthetic, empty MSD-layout folder and a split naming an image it does not hold."""
     (tmp_path / "imagesTr").mkdir()
     (tmp_path / "labelsTr").mkdir()
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"training": [{"image": "imagesTr/gone.nii.gz", "label": "labelsTr/gone.nii.gz"}]}))
-    cases = [
+    return tmp_path, split
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
         ({}, "error: dataset_dir is required"),
-        ({"dataset_dir": tmp_path, "method": "nope"}, "error: unknown method 'nope'"),
-        ({"dataset_dir": tmp_path, "split": split}, "names image 'imagesTr/gone.nii.gz', which does not exist"),
-    ]
-    runs = [subprocess.Popen(bundle_command("train.json", output_dir=tmp_path / "out", **overrides), cwd=REPO,
-                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for overrides, _ in cases]
-    for run, (_, message) in zip(runs, cases):
-        _, stderr = run.communicate(timeout=300)
-        assert run.returncode == 1, stderr[-2000:]
-        last = stderr.strip().splitlines()[-1]
-        assert last.startswith("error: ") and message in last
-        assert "Traceback" not in stderr
+        ({"dataset_dir": "{root}", "method": "nope"}, "error: unknown method 'nope'"),
+        ({"dataset_dir": "{root}", "checkpoint": "{root}/model_swinvit.pt"}, "model_swinvit.pt does not exist"),
+        ({"dataset_dir": "{root}", "split": "{split}"}, "names image 'imagesTr/gone.nii.gz', which does not exist"),
+    ],
+)
+def test_the_bundles_argument_check_names_the_bad_override(overrides, message, empty_msd_folder):
+    """What the bundle's first ``initialize`` step resolves, in process: the same check the CLI runs below."""
+    from monai.bundle import ConfigParser
+
+    root, split = empty_msd_folder
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({k: v.format(root=root, split=split) for k, v in overrides.items()})
+    with pytest.raises(SystemExit, match="^error: ") as stop:
+        parser.get_parsed_content("check_arguments")
+    assert message in str(stop.value)
+
+
+@pytest.mark.slow
+def test_bad_override_ends_the_cli_run_with_one_clear_line(empty_msd_folder):
+    root, split = empty_msd_folder
+    result = bundle("train.json", dataset_dir=root, split=split, output_dir=root / "out")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: split file") and "names image 'imagesTr/gone.nii.gz', which does not exist" in last
+    assert "Traceback" not in result.stderr
 
 
 def test_metadata_verifies_offline_against_the_vendored_schema(tmp_path):
