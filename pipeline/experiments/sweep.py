@@ -34,6 +34,7 @@ class Sweep:
     test_fraction: float = 0.2
     val_fraction: float = 0.0
     group_by: str | None = None
+    splits: str | None = None
     overrides: dict = field(default_factory=dict)
 
     @classmethod
@@ -55,9 +56,21 @@ class Sweep:
 
 
 def write_splits(sweep: Sweep) -> dict[str, Path]:
-    """The sweep's split files (``pipeline.data.splits``), written once under ``<output>/splits``."""
+    """The sweep's split files (``pipeline.data.splits``), written once under ``<output>/splits``.
+
+    With ``splits`` set, the files ``python -m pipeline split`` wrote there are used as they are, so a sweep can
+    run on a copy of the dataset that holds only the cases those splits name (e.g. on a remote GPU machine).
+    """
     from pipeline.data.datalist import build_datalist, write_json
-    from pipeline.data.splits import make_splits
+    from pipeline.data.splits import make_splits, split_name
+
+    if sweep.splits is not None:
+        names = [split_name(seed, fraction) for fraction in sweep.fractions for seed in sweep.seeds]
+        paths = {name: Path(sweep.splits) / f"{name}.json" for name in names}
+        missing = [str(p) for p in paths.values() if not p.is_file()]
+        if missing:
+            raise PipelineError(f"split files named by the sweep's fractions and seeds are missing: {missing}")
+        return paths
 
     splits = make_splits(build_datalist(sweep.dataset_dir), seeds=sweep.seeds, fractions=sweep.fractions,
                          test_fraction=sweep.test_fraction, val_fraction=sweep.val_fraction, group_by=sweep.group_by)

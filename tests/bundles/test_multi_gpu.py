@@ -8,7 +8,6 @@ rank's trainable tensors before and after training (rank-suffixed), so the test 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +41,16 @@ def merged(bundle: Path):
     return parser
 
 
+def test_rank_before_the_process_group_is_torchruns_rank(monkeypatch):
+    """The ``_disabled_`` flags may resolve before ``init_distributed``: they must already see the right rank."""
+    from pipeline.engine.distributed import is_main_process, rank
+
+    monkeypatch.setenv("RANK", "1")
+    assert rank() == 1 and not is_main_process()
+    monkeypatch.delenv("RANK")
+    assert rank() == 0 and is_main_process()
+
+
 @pytest.mark.parametrize("bundle", BUNDLES, ids=lambda b: b.name)
 def test_multi_gpu_config_leaves_logging_to_rank_zero_only(bundle):
     """Guards the index-based ``_disabled_`` overrides against a reordered handler list in ``train.json``."""
@@ -73,10 +82,9 @@ def test_swin_bundle_trains_with_ddp_on_two_cpu_ranks(shared_data, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "monai.bundle", "run", "--config_file", files, "--dataset_dir", str(root), "--split", str(split),
                "--output_dir", str(output), "--feature_size", "12", "--max_epochs", "1", "--val_interval", "1"]
-    env = {**ENV, "OMP_NUM_THREADS": "1"}
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    result = subprocess.run(command, cwd=REPO, env={**env, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True,
-                            text=True, timeout=600)
+    # CPU ranks: gloo, as on a machine without GPUs; one thread each, since the two ranks share the cores
+    env = {**ENV, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
 
@@ -93,5 +101,4 @@ def test_swin_bundle_trains_with_ddp_on_two_cpu_ranks(shared_data, tmp_path):
         assert torch.equal(final[0][name], saved[name]), f"{name}: the checkpoint is not the trained weights"
     changed = [n for n in final[0] if not torch.equal(initial[0][n], final[0][n])]
     adapters = [n for n in final[0] if ".adapter." in n]
-    assert set(adapters) <= set(changed), "every adapter tensor trained (so equal ranks is not just equal init)"
-    assert os.environ.get("RANK") is None
+    assert adapters and set(adapters) <= set(changed), "the adapters trained, so equal ranks is not just equal init"

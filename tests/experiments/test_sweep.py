@@ -115,3 +115,13 @@ def test_foreground_dice_averages_foreground_classes_only():
 def test_table_single_seed_cells():
     rows = [{"method": "dka", "fraction": 0.01, "seed": 0, "n_train": 5, "dice": 0.5}]
     assert table(rows).splitlines()[2] == "| dka | 0.500 |"
+
+
+def test_premade_splits_are_used_as_they_are(config, tmp_path):
+    made = write_splits(config)
+    config.splits = str(next(iter(made.values())).parent)
+    config.output = str(tmp_path / "elsewhere")
+    assert write_splits(config) == made
+    config.fractions = [0.5]
+    with pytest.raises(PipelineError, match="split_f0.5_s0.json"):
+        write_splits(config)
