@@ -18,7 +18,7 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.models.litemedsam import build_litemedsam
-from pipeline.models.prompts import BoxPromptd, boxes_from_labels
+from pipeline.models.prompts import boxes_from_labels
 from pipeline.models.sam import SamInput, SamSegmenter, SamViTSize, build_sam_vit
 from pipeline.models.swin_unetr import SwinUNETRSegmenter, build_swin_unetr
 
@@ -42,7 +42,6 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
 
 __all__ = [
     "BACKBONES",
-    "BoxPromptd",
     "SamInput",
     "SamSegmenter",
     "SamViTSize",

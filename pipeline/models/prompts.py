@@ -3,16 +3,13 @@
 During training MedSAM widens the label's tight bounding box by a random 0..``jitter`` pixels on each side, so the
 model learns to tolerate the loose boxes a person draws; at evaluation the tight box (``jitter=0``) stands in for
 the user's box. Boxes are ``(x0, y0, x1, y1)`` in pixel coordinates of the image they were taken from, inclusive.
+The dictionary transform the bundles use (noise-robust, one box per object) is
+:class:`pipeline.engine.prompts.PromptBoxd`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
-
-import numpy as np
 import torch
-from monai.config import KeysCollection
-from monai.transforms import MapTransform, Randomizable
 
 from pipeline.errors import PipelineError
 
@@ -43,28 +40,3 @@ def boxes_from_labels(labels: torch.Tensor, jitter: int = 0, generator: torch.Ge
         limit = torch.tensor([width - 1.0, height - 1.0, width - 1.0, height - 1.0])
         boxes.append(torch.minimum(box.clamp(min=0.0), limit))
     return torch.stack(boxes).to(labels.device)
-
-
-class BoxPromptd(Randomizable, MapTransform):
-    """Dictionary transform: put the box of ``keys``' label ``(1, H, W)`` under ``box_key`` (a ``(4,)`` tensor).
-
-    ``jitter`` > 0 widens each side by a random 0..jitter pixels (training); keep 0 for evaluation.
-    """
-
-    def __init__(self, keys: KeysCollection, box_key: str = "box", jitter: int = 0, allow_missing_keys: bool = False):
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        self.box_key = box_key
-        self.jitter = jitter
-        self._seed = 0
-
-    def randomize(self, data: None = None) -> None:
-        self._seed = int(self.R.randint(0, np.iinfo(np.int32).max))
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        out = dict(data)
-        self.randomize()
-        generator = torch.Generator().manual_seed(self._seed)
-        for key in self.key_iterator(out):
-            label = torch.as_tensor(out[key])
-            out[self.box_key] = boxes_from_labels(label[None], self.jitter, generator)[0]
-        return out

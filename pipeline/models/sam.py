@@ -126,7 +126,11 @@ class SamSegmenter(nn.Module):
         self.register_buffer("pixel_std", std, persistent=False)
 
     def peft_spec(self) -> PeftSpec:
-        return PeftSpec(name=self.name, blocks=self.sites, head=("mask_decoder",))
+        """The mask decoder is the head, less its IoU-prediction MLP: no loss reads the predicted IoU, so that MLP
+        would be trainable yet never receive a gradient (DDP rejects such parameters)."""
+        head = tuple(f"mask_decoder.{name}" for name, _ in self.mask_decoder.named_children()
+                     if name != "iou_prediction_head")
+        return PeftSpec(name=self.name, blocks=self.sites, head=head)
 
     def prepare(self, image: torch.Tensor) -> tuple[torch.Tensor, _Geometry]:
         """The encoder's input for ``image`` ``(B, 1|3, H, W)`` (any intensity range), and how it was resized."""

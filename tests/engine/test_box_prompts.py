@@ -48,3 +48,12 @@ def test_object_box_inferer_unites_per_box_logits_and_whole_image_box_fills_in()
             return network(image, boxes)
 
     assert bool((WholeImageBox(Boxed())(image) > 0).all()), "no boxes: the whole image is the box"
+
+
+def test_jittered_box_is_reproducible_for_a_seed_and_tight_without_jitter():
+    label = torch.zeros(1, 20, 30)
+    label[0, 3:8, 5:12] = 1
+    first = PromptBoxd(jitter=4).set_random_state(7)({"label": label})
+    second = PromptBoxd(jitter=4).set_random_state(7)({"label": label})
+    assert torch.equal(first["box"], second["box"]) and first["box"].shape == (4,)
+    assert PromptBoxd()({"label": label})["box"].tolist() == [5.0, 3.0, 11.0, 7.0]

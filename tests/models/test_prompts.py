@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.models import BoxPromptd, boxes_from_labels
+from pipeline.models import boxes_from_labels
 
 
 def _labels():
@@ -36,11 +36,3 @@ def test_empty_label_is_an_error():
     labels[1] = 0
     with pytest.raises(PipelineError, match="label 1 of the batch has no foreground"):
         boxes_from_labels(labels)
-
-
-def test_dictionary_transform_is_reproducible():
-    label = _labels()[0]
-    first = BoxPromptd("label", jitter=4).set_random_state(7)({"label": label})
-    second = BoxPromptd("label", jitter=4).set_random_state(7)({"label": label})
-    assert torch.equal(first["box"], second["box"]) and first["box"].shape == (4,)
-    assert BoxPromptd("label")({"label": label})["box"].tolist() == [5.0, 3.0, 11.0, 7.0]

@@ -22,7 +22,7 @@ def test_box_prompted_logits_at_input_resolution(variant, check_sites):
     assert logits.shape == (2, 1, 50, 70) and torch.isfinite(logits).all()
     assert check_sites(model, image, BOXES) == SMALL_SAM.depth
     spec = model.peft_spec()
-    assert spec.head == ("mask_decoder",)
+    assert "mask_decoder.iou_prediction_head" not in spec.head and "mask_decoder.transformer" in spec.head
     assert all(site.attention == ("attn.qkv", "attn.proj") for site in spec.blocks)
     assert not any(p.requires_grad for p in model.prompt_encoder.parameters())
 
