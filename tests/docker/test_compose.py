@@ -10,7 +10,7 @@ import re
 
 import pytest
 import yaml
-from docker_files import DOCKER, REPO
+from tests.docker.docker_files import DOCKER, REPO
 from torch.distributed import run as torchrun
 from torch.distributed.argparse_util import env
 

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from docker_files import DOCKER, REPO, copy_sources, instructions, parse_dockerfile, pip_install_commands, venv_tool
+from tests.docker.docker_files import DOCKER, REPO, copy_sources, instructions, parse_dockerfile, pip_install_commands, venv_tool
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from docker_files import DOCKER, REPO
+from tests.docker.docker_files import DOCKER, REPO
 from fire import parser as fire_parser
 
 ENTRYPOINT = DOCKER / "entrypoint.sh"

@@ -11,7 +11,7 @@ from pipeline.models import build_backbone
 from pipeline.models.checkpoints import read_state_dict
 from pipeline.models.litemedsam import shipped_checkpoint
 
-from model_cases import SMALL_SAM
+from tests.models.model_cases import SMALL_SAM
 
 
 def _official_file(tmp_path, size=SMALL_SAM, name="sam_vit_b_small.pth"):

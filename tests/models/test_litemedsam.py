@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from model_cases import kvasir_case, kvasir_names
+from tests.models.model_cases import kvasir_case, kvasir_names
 
 from pipeline.models import boxes_from_labels
 from pipeline.peft.spec import TokenGrid

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_cases import SMALL_SAM
+from tests.models.model_cases import SMALL_SAM
 
 from pipeline.errors import PipelineError
 from pipeline.models import BACKBONES, build_backbone

@@ -6,7 +6,7 @@ import re
 
 import pytest
 import torch
-from model_cases import hippocampus_case
+from tests.models.model_cases import hippocampus_case
 
 from pipeline.errors import PipelineError
 from pipeline.models import build_backbone

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from model_cases import SMALL_SAM, hippocampus_case, kvasir_case, kvasir_names
+from tests.models.model_cases import SMALL_SAM, hippocampus_case, kvasir_case, kvasir_names
 from monai.losses import DiceCELoss
 
 from pipeline.models import boxes_from_labels, build_backbone
