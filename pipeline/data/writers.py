@@ -21,7 +21,7 @@ from pipeline.errors import PipelineError
 __all__ = ["write_nifti", "write_overlay_png", "write_png_mask", "write_prediction"]
 
 OVERLAY_COLOURS = np.array(
-    [[0, 0, 0], [255, 64, 64], [64, 200, 64], [64, 128, 255], [255, 200, 0], [200, 64, 255], [0, 220, 220]], dtype=np.uint8
+    [[0, 0, 0], [0, 255, 0], [255, 200, 0], [64, 128, 255], [255, 0, 255], [0, 220, 220], [255, 64, 64]], dtype=np.uint8
 )
 
 
@@ -66,8 +66,13 @@ def write_png_mask(label, path: str | Path) -> Path:
 
 
 def write_overlay_png(image, label, path: str | Path, alpha: float = 0.45) -> Path:
-    """The image with each label value tinted, for a quick visual check. ``image`` is ``(C, x, y)`` or ``(x, y)``."""
+    """The image with each label value tinted and outlined, for a quick visual check.
+
+    ``image`` is ``(C, x, y)`` or ``(x, y)``. Class 1 is green because endoscopy and most MR/CT renderings are red
+    or grey, where a red tint disappears; the solid outline keeps small structures visible.
+    """
     from PIL import Image
+    from scipy import ndimage
 
     image = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, dtype=np.float32)
     if image.ndim == 2:
@@ -79,6 +84,8 @@ def write_overlay_png(image, label, path: str | Path, alpha: float = 0.45) -> Pa
     label = np.rint(_spatial(label, 2)).astype(np.int64).T
     colours = OVERLAY_COLOURS[np.clip(label, 0, len(OVERLAY_COLOURS) - 1)].astype(np.float32)
     tinted = np.where(label[..., None] > 0, (1 - alpha) * rgb + alpha * colours, rgb)
+    outline = (label > 0) & ~ndimage.binary_erosion(label > 0, iterations=2)
+    tinted[outline] = colours[outline]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.clip(tinted, 0, 255).astype(np.uint8)).save(path)
