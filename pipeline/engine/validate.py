@@ -28,20 +28,41 @@ def check_arguments(dataset_dir: str | None, method: str | None = None, split: s
         raise PipelineError(f"dataset_dir {dataset_dir} is not a folder")
     if method is not None and method not in METHODS:
         raise PipelineError(f"unknown method {method!r} (--method); choose one of {', '.join(METHODS)}")
-    if checkpoint_required and checkpoint in (None, ""):
-        raise PipelineError(f"this bundle needs the backbone's pretrained weights: pass {checkpoint_hint}")
-    if checkpoint not in (None, "") and not Path(checkpoint).is_file():
-        raise PipelineError(f"checkpoint {checkpoint} does not exist")
+    check_checkpoint(checkpoint, checkpoint_hint, required=checkpoint_required)
     load_split(dataset_dir, split)
+
+
+def check_checkpoint(checkpoint: str | None, hint: str, required: bool = True) -> None:
+    """Raise :class:`PipelineError` when ``checkpoint`` is required but unset, or set but not a file.
+
+    Backbones without shipped weights (SAM / MedSAM ViT-B) must stop here, before anything is built, rather than
+    train a random-weight model quietly; ``hint`` says what to pass.
+    """
+    if checkpoint in (None, ""):
+        if required:
+            raise PipelineError(f"this bundle needs the backbone's pretrained weights: pass {hint}")
+        return
+    if not Path(checkpoint).is_file():
+        raise PipelineError(f"checkpoint {checkpoint} does not exist (--checkpoint; {hint})")
+
+
+def _ending_the_run(check, **arguments) -> bool:
+    """Run ``check``; a :class:`PipelineError` ends the bundle run with its one-line message."""
+    try:
+        check(**arguments)
+    except PipelineError as error:
+        raise SystemExit(f"error: {error}") from None
+    return True
 
 
 def check_bundle_arguments(**arguments) -> bool:
     """:func:`check_arguments` for a bundle config: a bad argument ends the run with its one-line message."""
-    try:
-        check_arguments(**arguments)
-    except PipelineError as error:
-        raise SystemExit(f"error: {error}") from None
-    return True
+    return _ending_the_run(check_arguments, **arguments)
+
+
+def check_bundle_checkpoint(checkpoint: str | None, hint: str) -> bool:
+    """:func:`check_checkpoint` for a bundle config: missing weights end the run with one line."""
+    return _ending_the_run(check_checkpoint, checkpoint=checkpoint, hint=hint)
 
 
 def check_inputs(input: str | None = None, dataset_dir: str | None = None, split: str | None = None) -> None:
@@ -53,8 +74,4 @@ def check_inputs(input: str | None = None, dataset_dir: str | None = None, split
 
 def check_bundle_inputs(**arguments) -> bool:
     """:func:`check_inputs` for a bundle config: a bad argument ends the run with its one-line message."""
-    try:
-        check_inputs(**arguments)
-    except PipelineError as error:
-        raise SystemExit(f"error: {error}") from None
-    return True
+    return _ending_the_run(check_inputs, **arguments)
