@@ -19,6 +19,7 @@ COMMANDS = {
     "demo-data": ("pipeline.data.commands.demo_data", "generate the small synthetic demo dataset"),
     "methods": ("pipeline.peft.commands.methods", "list the adapter methods and their default options"),
     "sweep": ("pipeline.experiments.commands.sweep", "train and evaluate a bundle per method, fraction and seed"),
+    "erf": ("pipeline.analysis.commands.erf", "effective receptive field of an encoder, frozen or adapted"),
     "demo": ("pipeline.engine.commands.demo", "split, train, evaluate and infer a bundle on the synthetic demo data"),
 }
 

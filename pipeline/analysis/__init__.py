@@ -1,0 +1,1 @@
+"""Analyses that explain what adaptation does to a backbone (effective receptive fields)."""
