@@ -91,10 +91,15 @@ def bundle_command(sweep: Sweep, configs: list[str], **overrides) -> list[str]:
 
 
 def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) -> tuple[Path, list[list[str]]]:
-    """The run folder of one (method, split) and its two commands: train, then evaluate."""
+    """The run folder of one (method, split) and its two commands: train, then evaluate.
+
+    ``method`` is a label of ``sweep.methods``; its options may name the PEFT method under ``method`` so that
+    variants of one method (``dka_zero: {method: dka, init: zero}``) sit side by side in one sweep.
+    """
     run_dir = Path(sweep.output) / "runs" / method / split_name
     common = {"dataset_dir": sweep.dataset_dir, "split": split_path, "output_dir": run_dir}
-    train = {"method": method, "method_options": sweep.methods[method], **common}
+    options = dict(sweep.methods[method])
+    train = {"method": options.pop("method", method), "method_options": options, **common}
     return run_dir, [bundle_command(sweep, ["train.json"], **train),
                      bundle_command(sweep, ["train.json", "evaluate.json"], **common)]
 

@@ -125,3 +125,14 @@ def test_premade_splits_are_used_as_they_are(config, tmp_path):
     config.fractions = [0.5]
     with pytest.raises(PipelineError, match="split_f0.5_s0.json"):
         write_splits(config)
+
+
+def test_variants_of_one_method_run_under_their_own_labels(config, monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep_module.subprocess, "run", fake_bundle(calls, {"dka_zero": 0.9}))
+    config.methods = {"dka_zero": {"method": "dka", "init": "zero"}}
+    name, path = next(iter(write_splits(config).items()))
+    run_dir = run_one(config, "dka_zero", name, path)
+    args = dict(zip(calls[0][6::2], calls[0][7::2]))
+    assert args["--method"] == "dka" and json.loads(args["--method_options"]) == {"init": "zero"}
+    assert run_dir.parent.name == "dka_zero"
