@@ -19,6 +19,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from pipeline.engine.distributed import is_main_process
+from pipeline.errors import PipelineError
 from pipeline.peft import atomic_save, save_adapter, trainable_state_dict
 
 
@@ -99,9 +100,12 @@ class ResumeState:
         if not self.path.is_file():
             return
         state = torch.load(self.path, map_location="cpu", weights_only=False)
-        missing = set(trainable_state_dict(_inner(self.network))) - set(state["network"])
-        if missing:
-            raise RuntimeError(f"resume state {self.path} lacks trainable tensors {sorted(missing)[:5]}")
+        own, saved = trainable_state_dict(_inner(self.network)), state["network"]
+        if set(own) != set(saved) or any(own[name].shape != saved[name].shape for name in own):
+            raise PipelineError(
+                f"resume state {self.path} was written by a run with other adapters or options than this one; "
+                "pass another --output_dir (or delete that file) to start afresh"
+            )
         _inner(self.network).load_state_dict(state["network"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_scheduler is not None and "lr_scheduler" in state:

@@ -63,3 +63,27 @@ def test_check_arguments_names_the_bad_argument(synthetic_folder):
         check_arguments(str(synthetic_folder), method="nope")
     with pytest.raises(SystemExit, match="^error: unknown method 'nope'"):
         check_bundle_arguments(dataset_dir=str(synthetic_folder), method="nope")
+
+
+def test_resume_state_of_another_method_is_refused_with_one_clear_message(tmp_path):
+    from ignite.engine import Engine
+
+    from pipeline.engine.checkpoints import ResumeState
+    from pipeline.errors import PipelineError
+    from pipeline.peft import apply_peft, param_groups
+    from tests.peft.backbones import SamViT
+
+    def resumable(method):
+        torch.manual_seed(0)
+        network = SamViT()
+        apply_peft(network, method)
+        optimizer = torch.optim.AdamW(param_groups(network, lr=1e-3))
+        engine = Engine(lambda engine, batch: None)
+        ResumeState(str(tmp_path / "resume.pt"), network, optimizer).attach(engine)
+        return engine
+
+    resumable("dka").run([0], max_epochs=1)
+    assert (tmp_path / "resume.pt").is_file()
+    with pytest.raises(PipelineError, match="written by a run with other adapters or options"):
+        resumable("lora").run([0], max_epochs=2)
+    resumable("dka").run([0], max_epochs=2)  # the same method resumes
