@@ -70,10 +70,9 @@ def held_out(split: dict[str, list[dict]]) -> list[dict]:
 
 def save_split(split: dict[str, list[dict]], path: str | Path) -> str:
     """Write the split a run used next to its outputs, so evaluate/inference and a later reader can reuse it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(split, indent=2) + "\n")
-    return str(path)
+    from pipeline.data.datalist import write_json
+
+    return str(write_json(split, path))
 
 
 def inference_inputs(input: str | Path | None = None, dataset_dir: str | Path | None = None,

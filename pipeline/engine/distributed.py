@@ -48,15 +48,15 @@ def init_distributed(backend: str | None = None) -> torch.device:
     return device
 
 
-def wrap_ddp(network: nn.Module, device: torch.device, find_unused_parameters: bool = False) -> DistributedDataParallel:
+def wrap_ddp(network: nn.Module, device: torch.device) -> DistributedDataParallel:
     """``network`` on ``device`` inside DistributedDataParallel (parameters broadcast from rank 0 here).
 
-    ``find_unused_parameters`` is for networks whose trainable tensors do not all receive a gradient every step;
-    it costs an extra graph traversal per step, so it stays off unless a bundle needs it.
+    Every trainable tensor of our backbones receives a gradient each step (the SAM family's unused IoU head is left
+    out of the trained head), so DDP runs without ``find_unused_parameters`` and its extra graph traversal.
     """
     network = network.to(device)
     device_ids = [device] if device.type == "cuda" else None
-    return DistributedDataParallel(network, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+    return DistributedDataParallel(network, device_ids=device_ids)
 
 
 def destroy_distributed() -> None:

@@ -12,12 +12,12 @@ import csv
 import json
 import statistics
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from pipeline.engine.bundle_run import bundle_command
 from pipeline.errors import PipelineError
 
 
@@ -82,14 +82,6 @@ def write_splits(sweep: Sweep) -> dict[str, Path]:
     return paths
 
 
-def bundle_command(sweep: Sweep, configs: list[str], **overrides) -> list[str]:
-    files = "[" + ",".join(f"'{Path(sweep.bundle) / 'configs' / c}'" for c in configs) + "]"
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files]
-    for key, value in {**sweep.overrides, **overrides}.items():
-        command += [f"--{key}", json.dumps(value) if isinstance(value, (dict, list)) else str(value)]
-    return command
-
-
 def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) -> tuple[Path, list[list[str]]]:
     """The run folder of one (method, split) and its two commands: train, then evaluate.
 
@@ -100,8 +92,9 @@ def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) ->
     common = {"dataset_dir": sweep.dataset_dir, "split": split_path, "output_dir": run_dir}
     options = dict(sweep.methods[method])
     train = {"method": options.pop("method", method), "method_options": options, **common}
-    return run_dir, [bundle_command(sweep, ["train.json"], **train),
-                     bundle_command(sweep, ["train.json", "evaluate.json"], **common)]
+    configs = Path(sweep.bundle) / "configs"
+    return run_dir, [bundle_command(configs, ["train.json"], **{**sweep.overrides, **train}),
+                     bundle_command(configs, ["train.json", "evaluate.json"], **{**sweep.overrides, **common})]
 
 
 def run_one(sweep: Sweep, method: str, split_name: str, split_path: Path) -> Path:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline.engine.bundle_run import bundle_command
 from pipeline.errors import PipelineError
 
 
@@ -28,12 +29,6 @@ def _run(command: list) -> None:
     command = [str(part) for part in command]
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True)
-
-
-def _bundle(configs: Path, names: list[str], **overrides) -> None:
-    files = "[" + ",".join(f"'{configs / name}'" for name in names) + "]"
-    options = [part for key, value in overrides.items() for part in (f"--{key}", value)]
-    _run([sys.executable, "-m", "monai.bundle", "run", "--config_file", files, *options])
 
 
 def run(args) -> int:
@@ -52,9 +47,9 @@ def run(args) -> int:
     _run([*pipeline, "split", output / "datalist.json", "--fractions", "1.0", "--seeds", "0",
           "--test-fraction", "0.25", "--val-fraction", "0.25", "-o", output / "splits"])
     common = {"dataset_dir": data, "split": output / "splits" / "split_f1.0_s0.json", "output_dir": output / "run"}
-    _bundle(configs, ["train.json"], max_epochs=args.epochs, **common)
-    _bundle(configs, ["train.json", "evaluate.json"], **common)
-    _bundle(configs, ["train.json", "inference.json"], **common)
+    _run(bundle_command(configs, ["train.json"], max_epochs=args.epochs, **common))
+    _run(bundle_command(configs, ["train.json", "evaluate.json"], **common))
+    _run(bundle_command(configs, ["train.json", "inference.json"], **common))
     summary = json.loads((output / "run" / "eval" / "summary.json").read_text())
     dice = summary["1"]["dice"]
     low, high = dice["ci95"]
