@@ -1,8 +1,9 @@
-"""Inferers for box-prompted networks, whose ``forward(image, boxes)`` segments one object per ``(B, 4)`` box.
+"""Inferers for box-prompted networks, whose ``forward(image, boxes)`` segments one object per box.
 
 A label with several separate objects gets one box each (:class:`pipeline.engine.prompts.PromptBoxd` with
 ``per_object=True``), as MedSAM evaluates multi-object images; one box around all of them would also prompt the
-background between them. :class:`ObjectBoxInferer` runs the network once per box and unites the results.
+background between them. :class:`ObjectBoxInferer` passes all K boxes in one call (the SAM-family networks encode
+the image once and decode every box in one batch) and unites the K objects.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from monai.inferers import Inferer
 
 
 class ObjectBoxInferer(Inferer):
-    """``network(inputs, boxes)`` for ``(B, 4)`` boxes; for ``(B, K, 4)`` the voxel-wise maximum of the K logit maps
-    (the union of the K objects after thresholding). Evaluation batches hold one image, so K is that image's count."""
+    """``network(inputs, boxes)`` for ``(B, 4)`` boxes; for ``(B, K, 4)`` the voxel-wise maximum over the K per-box
+    logit maps the network returns (the union of the K objects after thresholding)."""
 
     def __call__(self, inputs: torch.Tensor, network, *args, boxes: torch.Tensor | None = None, **kwargs):
+        logits = network(inputs, *args, boxes=boxes, **kwargs)
         if boxes is None or boxes.dim() == 2:
-            return network(inputs, *args, boxes=boxes, **kwargs)
-        logits = [network(inputs, *args, boxes=boxes[:, k], **kwargs) for k in range(boxes.shape[1])]
-        return torch.stack(logits).amax(dim=0)
+            return logits
+        return logits.amax(dim=1, keepdim=True)

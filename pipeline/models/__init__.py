@@ -17,6 +17,7 @@ from functools import partial
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.models.feature_cache import FeatureCache
 from pipeline.models.litemedsam import build_litemedsam
 from pipeline.models.prompts import boxes_from_labels
 from pipeline.models.sam import SamInput, SamSegmenter, SamViTSize, build_sam_vit
@@ -42,6 +43,7 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
 
 __all__ = [
     "BACKBONES",
+    "FeatureCache",
     "SamInput",
     "SamSegmenter",
     "SamViTSize",

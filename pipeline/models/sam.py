@@ -30,6 +30,7 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.models.checkpoints import load_into
+from pipeline.models.feature_cache import EncoderStep, FeatureCache, run_encoder
 from pipeline.peft.spec import BlockSite, ChannelsLast, PeftSpec
 
 Prompt = Literal["box", "none"]
@@ -88,12 +89,32 @@ def expand_mask_tokens(decoder: nn.Module, count: int) -> None:
     decoder.num_multimask_outputs = count - 1
 
 
+def vit_encoder_steps(encoder: ImageEncoderViT, path: str = "image_encoder") -> tuple[EncoderStep, ...]:
+    """segment-anything's ``ImageEncoderViT.forward`` as steps: patch embedding (+ absolute position), blocks, neck."""
+
+    def embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        vit = model.get_submodule(path)
+        x = vit.patch_embed(x)
+        return x if vit.pos_embed is None else x + vit.pos_embed
+
+    def neck(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model.get_submodule(f"{path}.neck")(x.permute(0, 3, 1, 2))
+
+    owns = (f"{path}.patch_embed",) + ((f"{path}.pos_embed",) if encoder.pos_embed is not None else ())
+    blocks = tuple(EncoderStep.module(f"{path}.blocks.{i}") for i in range(len(encoder.blocks)))
+    return (EncoderStep(owns, embed), *blocks, EncoderStep((f"{path}.neck",), neck))
+
+
 class SamSegmenter(nn.Module):
     """Image encoder + prompt encoder + mask decoder, run as a segmentation model.
 
     ``sites`` are the encoder's adapter sites, computed once at construction (the injector later replaces those
     modules, so nothing here inspects block classes afterwards). The mask decoder is the task head; the prompt
     encoder stays frozen under every adapter method.
+
+    ``encoder_steps`` is the image encoder's forward split into steps (:class:`EncoderStep`), which is how it is
+    always run: the leading steps that own no trainable tensor form the frozen prefix that ``feature_cache`` (a
+    :class:`~pipeline.models.feature_cache.FeatureCache`, off when ``None``) computes once per distinct input.
     """
 
     def __init__(
@@ -103,6 +124,7 @@ class SamSegmenter(nn.Module):
         prompt_encoder: nn.Module,
         mask_decoder: nn.Module,
         sites: tuple[BlockSite, ...],
+        encoder_steps: tuple[EncoderStep, ...],
         preprocessing: SamInput,
         prompt: Prompt = "box",
         num_classes: int = 1,
@@ -114,6 +136,8 @@ class SamSegmenter(nn.Module):
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
         self.sites = sites
+        self.encoder_steps = encoder_steps
+        self.feature_cache: FeatureCache | None = None
         self.preprocessing = preprocessing
         self.prompt = prompt
         self.num_classes = num_classes
@@ -160,18 +184,43 @@ class SamSegmenter(nn.Module):
         return image, _Geometry(height, width, resized, scale_xy)
 
     def _prompt_embeddings(self, boxes: torch.Tensor | None, geometry: _Geometry, batch: int):
+        """Sparse and dense prompt embeddings, one per box: ``batch · K`` rows for ``(B, K, 4)`` boxes."""
         if self.prompt == "none":
             if boxes is not None:
                 raise PipelineError(f"{self.name} was built prompt-free (prompt='none'); do not pass boxes")
             sparse, dense = self.prompt_encoder(points=None, boxes=None, masks=None)
             return sparse.expand(batch, -1, -1), dense.expand(batch, -1, -1, -1)
-        if boxes is None or boxes.shape != (batch, 4):
+        if boxes is None or boxes.shape[0] != batch or boxes.shape[-1] != 4 or boxes.dim() not in (2, 3):
             shape = None if boxes is None else tuple(boxes.shape)
-            raise PipelineError(f"{self.name} is box-prompted: give boxes of shape ({batch}, 4), got {shape}")
+            raise PipelineError(
+                f"{self.name} is box-prompted: give boxes of shape ({batch}, 4) or ({batch}, K, 4), got {shape}"
+            )
         scale_x, scale_y = geometry.scale_xy
-        boxes = boxes.float().to(self.pixel_mean.device)
+        boxes = boxes.float().to(self.pixel_mean.device).reshape(-1, 4)
         scaled = boxes * boxes.new_tensor([scale_x, scale_y, scale_x, scale_y])
         return self.prompt_encoder(points=None, boxes=scaled[:, None, :], masks=None)
+
+    def _decode(self, embeddings: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """segment-anything's ``MaskDecoder.predict_masks`` for prompts already paired with their image embedding.
+
+        The library repeats every image embedding once per prompt of the *whole* batch (it was written for one
+        image with many prompts), so a batch of B images would pair each image with all B prompts. Here row ``i``
+        of ``embeddings`` goes with row ``i`` of the prompts, and the whole batch is one decoder call. Box mode
+        reads only the single-mask token, as ``multimask_output=False`` does.
+        """
+        decoder = self.mask_decoder
+        tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+        tokens = torch.cat([tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
+        src = embeddings + dense
+        position = self.prompt_encoder.get_dense_pe().expand(src.shape[0], -1, -1, -1)
+        batch, channels, height, width = src.shape
+        hidden, src = decoder.transformer(src, position, tokens)
+        mask_tokens = hidden[:, 1 : 1 + decoder.num_mask_tokens]
+        upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(batch, channels, height, width))
+        count = 1 if self.prompt == "box" else decoder.num_mask_tokens
+        hyper = torch.stack([decoder.output_hypernetworks_mlps[i](mask_tokens[:, i]) for i in range(count)], dim=1)
+        batch, channels, height, width = upscaled.shape
+        return (hyper @ upscaled.flatten(2)).view(batch, count, height, width)
 
     def restore(self, masks: torch.Tensor, geometry: _Geometry) -> torch.Tensor:
         """Decoder masks back to the input's resolution: undo the padding, then the resize."""
@@ -182,27 +231,21 @@ class SamSegmenter(nn.Module):
             masks = masks[..., : geometry.resized[0], : geometry.resized[1]]
         return F.interpolate(masks, size=(geometry.height, geometry.width), mode="bilinear", align_corners=False)
 
+    def encode(self, encoder_input: torch.Tensor) -> torch.Tensor:
+        """The image embeddings of a prepared batch, through the feature cache when one is set."""
+        return run_encoder(self, self.encoder_steps, encoder_input, self.feature_cache)
+
     def forward(self, image: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``(B, 1, H, W)`` for box prompts (one box per image), ``(B, num_classes, H, W)`` prompt-free."""
+        """Logits ``(B, 1, H, W)`` for one box per image, ``(B, K, H, W)`` for ``(B, K, 4)`` boxes (channel ``k``
+        is box ``k``'s object: one encoder pass per image, one decoder call for all boxes), and
+        ``(B, num_classes, H, W)`` prompt-free."""
         encoder_input, geometry = self.prepare(image)
-        embeddings = self.image_encoder(encoder_input)
+        embeddings = self.encode(encoder_input)
         sparse, dense = self._prompt_embeddings(boxes, geometry, image.shape[0])
-        position = self.prompt_encoder.get_dense_pe()
-        # One image at a time: segment-anything's decoder repeats the image embedding per prompt, which for a
-        # batch of images with one prompt each would pair every image with every prompt.
-        masks = torch.cat(
-            [
-                self.mask_decoder.predict_masks(
-                    image_embeddings=embeddings[i : i + 1],
-                    image_pe=position,
-                    sparse_prompt_embeddings=sparse[i : i + 1],
-                    dense_prompt_embeddings=dense[i : i + 1],
-                )[0]
-                for i in range(image.shape[0])
-            ]
-        )
+        per_image = sparse.shape[0] // image.shape[0]
+        masks = self._decode(embeddings.repeat_interleave(per_image, dim=0), sparse, dense)
         if self.prompt == "box":
-            masks = masks[:, :1]
+            masks = masks.view(image.shape[0], per_image, *masks.shape[-2:])
         return self.restore(masks, geometry)
 
 
@@ -304,6 +347,7 @@ def build_sam_vit(
         prompt_encoder=sam.prompt_encoder,
         mask_decoder=sam.mask_decoder,
         sites=sites,
+        encoder_steps=vit_encoder_steps(encoder),
         preprocessing=SamInput(image_size=encoder.img_size, resize=resize, intensity=intensity),
         prompt=prompt,
         num_classes=num_classes,

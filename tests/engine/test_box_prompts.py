@@ -29,15 +29,18 @@ def test_noise_pixels_are_dropped_and_each_object_gets_its_own_box():
 
 def test_object_box_inferer_unites_per_box_logits_and_whole_image_box_fills_in():
     def network(image, boxes):
-        logits = torch.full((image.shape[0], 1, *image.shape[-2:]), -1.0)
-        for index, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
-            logits[index, 0, y0 : y1 + 1, x0 : x1 + 1] = 1.0
+        """The SAM-family contract: one logit channel per box, (B, K, H, W) for (B, K, 4) boxes."""
+        per_image = boxes if boxes.dim() == 3 else boxes[:, None]
+        logits = torch.full((image.shape[0], per_image.shape[1], *image.shape[-2:]), -1.0)
+        for index, row in enumerate(per_image.long().tolist()):
+            for k, (x0, y0, x1, y1) in enumerate(row):
+                logits[index, k, y0 : y1 + 1, x0 : x1 + 1] = 1.0
         return logits
 
     image = torch.zeros(1, 3, 40, 60)
     boxes = PromptBoxd(min_pixels=4, per_object=True)({"label": synthetic_label()})["box"][None]
     prediction = ObjectBoxInferer()(image, network, boxes=boxes) > 0
-    assert int(prediction.sum()) == 10 * 20 + 10 * 10
+    assert prediction.shape == (1, 1, 40, 60) and int(prediction.sum()) == 10 * 20 + 10 * 10
     single = ObjectBoxInferer()(image, network, boxes=boxes[:, 0])
     assert int((single > 0).sum()) == 200, "components are boxed in raster order: object 1 first"
 
