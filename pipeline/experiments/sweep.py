@@ -29,7 +29,8 @@ class Sweep:
     dataset_dir: str
     output: str
     methods: dict[str, dict]
-    fractions: list[float]
+    fractions: list[float] = field(default_factory=list)
+    k_shots: list[int] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
     test_fraction: float = 0.2
     val_fraction: float = 0.0
@@ -48,7 +49,9 @@ class Sweep:
             raise PipelineError(f"sweep config {path} must be a mapping of options")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(raw) - known)
-        missing = sorted(n for n in ("bundle", "dataset_dir", "output", "methods", "fractions") if n not in raw)
+        missing = sorted(n for n in ("bundle", "dataset_dir", "output", "methods") if n not in raw)
+        if not raw.get("fractions") and not raw.get("k_shots"):
+            missing.append("fractions or k_shots")
         if unknown or missing:
             raise PipelineError(f"sweep config {path}: unknown keys {unknown}, missing keys {missing}")
         raw["methods"] = {name: dict(options or {}) for name, options in dict(raw["methods"]).items()}
@@ -66,6 +69,7 @@ def write_splits(sweep: Sweep) -> dict[str, Path]:
 
     if sweep.splits is not None:
         names = [split_name(seed, fraction) for fraction in sweep.fractions for seed in sweep.seeds]
+        names += [split_name(seed, k_shot=k) for k in sweep.k_shots for seed in sweep.seeds]
         paths = {name: Path(sweep.splits) / f"{name}.json" for name in names}
         missing = [str(p) for p in paths.values() if not p.is_file()]
         if missing:
@@ -73,7 +77,8 @@ def write_splits(sweep: Sweep) -> dict[str, Path]:
         return paths
 
     splits = make_splits(build_datalist(sweep.dataset_dir), seeds=sweep.seeds, fractions=sweep.fractions,
-                         test_fraction=sweep.test_fraction, val_fraction=sweep.val_fraction, group_by=sweep.group_by)
+                         k_shots=sweep.k_shots, test_fraction=sweep.test_fraction, val_fraction=sweep.val_fraction,
+                         group_by=sweep.group_by)
     folder = Path(sweep.output) / "splits"
     paths = {}
     for name, split in splits.items():
@@ -90,9 +95,13 @@ def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) ->
     """
     run_dir = Path(sweep.output) / "runs" / method / split_name
     common = {"dataset_dir": sweep.dataset_dir, "split": split_path, "output_dir": run_dir}
+    configs = Path(sweep.bundle) / "configs"
+    if "cache_dir" in json.loads((configs / "train.json").read_text()):
+        # every run shares one frozen-prefix cache: the test set (and, per method's prefix, the training views)
+        # is encoded once for the whole sweep
+        common["cache_dir"] = Path(sweep.output) / "cache"
     options = dict(sweep.methods[method])
     train = {"method": options.pop("method", method), "method_options": options, **common}
-    configs = Path(sweep.bundle) / "configs"
     return run_dir, [bundle_command(configs, ["train.json"], **{**sweep.overrides, **train}),
                      bundle_command(configs, ["train.json", "evaluate.json"], **{**sweep.overrides, **common})]
 
@@ -128,22 +137,30 @@ def collect(sweep: Sweep, splits: dict[str, Path]) -> list[dict]:
             if not summary_path.is_file():
                 continue
             split = json.loads(path.read_text())
-            rows.append({"method": method, "fraction": split["fraction"], "seed": split["seed"],
+            rows.append({"method": method, "fraction": split["fraction"], "k_shot": split.get("k_shot"),
+                         "seed": split["seed"],
                          "n_train": len(split["training"]), "n_test": len(split["test"]),
                          "dice": foreground_dice(json.loads(summary_path.read_text()))})
     return rows
 
 
+def _training_set(row: dict) -> tuple[int, float]:
+    """A row's column: its k-shot count, or its training fraction (k-shot columns first, then by fraction)."""
+    return (0, row["k_shot"]) if row.get("k_shot") is not None else (1, row["fraction"])
+
+
 def table(rows: list[dict]) -> str:
-    """Markdown: one row per method, one column per fraction, mean ± std test Dice over seeds."""
-    fractions = sorted({r["fraction"] for r in rows})
-    sizes = {f: sorted({r["n_train"] for r in rows if r["fraction"] == f}) for f in fractions}
-    header = "| method | " + " | ".join(f"{f:g} ({'/'.join(map(str, sizes[f]))} cases)" for f in fractions) + " |"
-    lines = [header, "|" + " --- |" * (len(fractions) + 1)]
+    """Markdown: one row per method, one column per training set size, mean ± std test Dice over seeds."""
+    columns = sorted({_training_set(r) for r in rows})
+    sizes = {c: sorted({r["n_train"] for r in rows if _training_set(r) == c}) for c in columns}
+    titles = [f"{value} cases (k-shot)" if kind == 0 else f"{value:g} ({'/'.join(map(str, sizes[(kind, value)]))} cases)"
+              for kind, value in columns]
+    header = "| method | " + " | ".join(titles) + " |"
+    lines = [header, "|" + " --- |" * (len(columns) + 1)]
     for method in dict.fromkeys(r["method"] for r in rows):
         cells = []
-        for f in fractions:
-            values = [r["dice"] for r in rows if r["method"] == method and r["fraction"] == f]
+        for column in columns:
+            values = [r["dice"] for r in rows if r["method"] == method and _training_set(r) == column]
             if not values:
                 cells.append("")
             elif len(values) == 1:
@@ -158,7 +175,7 @@ def write_results(sweep: Sweep, rows: list[dict]) -> tuple[Path, Path]:
     output = Path(sweep.output)
     csv_path, md_path = output / "results.csv", output / "results.md"
     with csv_path.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=["method", "fraction", "seed", "n_train", "n_test", "dice"])
+        writer = csv.DictWriter(stream, fieldnames=["method", "fraction", "k_shot", "seed", "n_train", "n_test", "dice"])
         writer.writeheader()
         writer.writerows(rows)
     md_path.write_text(table(rows))

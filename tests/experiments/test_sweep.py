@@ -76,6 +76,9 @@ def test_sweep_runs_each_method_and_split_once_and_tabulates(config, monkeypatch
     args = dict(zip(train[6::2], train[7::2]))
     assert args["--method"] == "dka" and json.loads(args["--method_options"]) == {"r": 8}
     assert args["--max_epochs"] == "3" and args["--split"].endswith("split_f0.2_s0.json")
+    evaluate = dict(zip(calls[1][6::2], calls[1][7::2]))
+    assert args["--cache_dir"] == evaluate["--cache_dir"] == str(Path(config.output) / "cache"), \
+        "every run of a sweep shares one frozen-prefix cache"
 
     for name, path in splits.items():  # a second pass finds every summary and runs nothing
         run_one(config, "dka", name, path)
@@ -103,7 +106,8 @@ def test_failed_run_names_its_log(config, monkeypatch):
 def test_bad_config_is_one_clear_error(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("bundle: b\nmethod: [dka]\n")
-    with pytest.raises(PipelineError, match=r"unknown keys \['method'\], missing keys \['dataset_dir', 'fractions'"):
+    expected = r"unknown keys \['method'\], missing keys \['dataset_dir', 'methods', 'output', 'fractions or k_shots'\]"
+    with pytest.raises(PipelineError, match=expected):
         Sweep.load(path)
 
 
@@ -136,3 +140,16 @@ def test_variants_of_one_method_run_under_their_own_labels(config, monkeypatch):
     args = dict(zip(calls[0][6::2], calls[0][7::2]))
     assert args["--method"] == "dka" and json.loads(args["--method_options"]) == {"init": "zero"}
     assert run_dir.parent.name == "dka_zero"
+
+
+def test_k_shot_training_sets_get_their_own_columns(config, monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep_module.subprocess, "run", fake_bundle(calls, {"dka": 0.7, "linear_probe": 0.5}))
+    config.fractions, config.k_shots, config.seeds = [], [1, 3], [0]
+    splits = write_splits(config)
+    assert sorted(splits) == ["split_k1_s0", "split_k3_s0"]
+    for name, path in splits.items():
+        run_one(config, "dka", name, path)
+    rows = collect(config, splits)
+    assert sorted((r["k_shot"], r["n_train"], r["fraction"]) for r in rows) == [(1, 1, None), (3, 3, None)]
+    assert table(rows).splitlines()[0] == "| method | 1 cases (k-shot) | 3 cases (k-shot) |"
