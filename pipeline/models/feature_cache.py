@@ -47,6 +47,18 @@ logger = logging.getLogger(__name__)
 _GIB = 2**30
 
 
+def _flag(name: str, value) -> bool:
+    """A yes/no option as given on a bundle command line: a bool, or the words true/false in any case.
+
+    ``--cache false`` reaches a bundle as the *string* 'false', which Python would read as true.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise PipelineError(f"{name} must be true or false, got {value!r}")
+
+
 def _call_submodule(path: str, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.get_submodule(path)(x)
 
@@ -121,12 +133,12 @@ class FeatureCache:
 
     def __init__(self, enabled: bool = True, directory: str | os.PathLike | None = None, memory_gb: float = 2.0,
                  in_training: bool = True) -> None:
-        if memory_gb < 0:
-            raise PipelineError(f"cache_memory_gb must be >= 0, got {memory_gb}")
-        self.enabled = bool(enabled)
+        if not isinstance(memory_gb, (int, float)) or memory_gb < 0:
+            raise PipelineError(f"cache_memory_gb must be a number >= 0, got {memory_gb!r}")
+        self.enabled = _flag("cache", enabled)
         self.directory = Path(directory) if directory not in (None, "") else None
         self.max_bytes = int(memory_gb * _GIB)
-        self.in_training = bool(in_training)
+        self.in_training = _flag("in_training", in_training)
         self.stats: Counter[str] = Counter()
         self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._bytes = 0

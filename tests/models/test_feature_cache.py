@@ -8,6 +8,7 @@ import pytest
 import torch
 from tests.models.model_cases import SMALL_SAM, kvasir_case, kvasir_names
 
+from pipeline.errors import PipelineError
 from pipeline.models import FeatureCache, build_backbone
 from pipeline.models.feature_cache import frozen_prefix, run_steps
 from pipeline.peft import apply_peft, param_groups
@@ -154,3 +155,11 @@ def test_training_with_the_cache_gives_the_same_losses_on_real_kvasir(shared_dat
     assert losses[0] == pytest.approx(losses[1], rel=1e-6, abs=1e-6)
     assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
     assert caches[0] == {} and caches[1]["computed"] == 2 and caches[1]["memory"] == 8
+
+
+def test_options_given_as_words_are_read_as_words():
+    assert FeatureCache(enabled="false").enabled is False and FeatureCache(enabled="True").enabled is True
+    with pytest.raises(PipelineError, match="cache must be true or false, got 'no'"):
+        FeatureCache(enabled="no")
+    with pytest.raises(PipelineError, match="cache_memory_gb must be a number >= 0"):
+        FeatureCache(memory_gb=-1)
