@@ -157,6 +157,8 @@ class FeatureCache:
             for name, tensor in tensors:
                 digest.update(name.encode())
                 _hash_tensor(digest, tensor)
+            if len(self._signatures) >= 8:  # train()/eval() may re-register derived buffers: keep the recent ones
+                self._signatures.pop(next(iter(self._signatures)))
             self._signatures[identity] = digest.hexdigest()
         return self._signatures[identity]
 

@@ -154,7 +154,9 @@ def test_training_with_the_cache_gives_the_same_losses_on_real_kvasir(shared_dat
         caches.append(model.feature_cache.stats)
     assert losses[0] == pytest.approx(losses[1], rel=1e-6, abs=1e-6)
     assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
-    assert caches[0] == {} and caches[1]["computed"] == 2 and caches[1]["memory"] == 8
+    # training computes each image's prefix once and reuses it in the 3 later steps; evaluation mode is another
+    # key (TinyViT registers its attention-bias buffer in eval mode), computed once more
+    assert caches[0] == {} and caches[1] == {"computed": 2 + 2, "memory": 3 * 2}
 
 
 def test_options_given_as_words_are_read_as_words():
