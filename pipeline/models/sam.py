@@ -24,6 +24,8 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
+from monai.utils import convert_to_dst_type
 from segment_anything import sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import nn
@@ -246,7 +248,9 @@ class SamSegmenter(nn.Module):
         masks = self._decode(embeddings.repeat_interleave(per_image, dim=0), sparse, dense)
         if self.prompt == "box":
             masks = masks.view(image.shape[0], per_image, *masks.shape[-2:])
-        return self.restore(masks, geometry)
+        logits = self.restore(masks, geometry)
+        # a MONAI MetaTensor in, one out: its transform trace is what Invertd maps the prediction back with
+        return convert_to_dst_type(logits, dst=image)[0] if isinstance(image, MetaTensor) else logits
 
 
 @dataclass(frozen=True)

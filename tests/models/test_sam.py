@@ -85,3 +85,20 @@ def test_prompt_errors():
     with pytest.raises(PipelineError, match="unknown backbone 'sam'"):
         build_backbone("sam")
     assert set(BACKBONES) == {"litemedsam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "medsam_vit_b", "swin_unetr"}
+
+
+def test_metatensor_batch_keeps_its_transform_trace_through_the_cached_network():
+    """Invertd maps predictions back to the input's grid with the input's trace, so it must survive the network
+    (including the feature cache's per-sample indexing)."""
+    from monai.data import MetaTensor, decollate_batch, list_data_collate
+    from monai.transforms import Resize
+
+    from pipeline.models import FeatureCache
+
+    model = build_backbone("sam_vit_b", size=SMALL_SAM).eval()
+    model.feature_cache = FeatureCache()
+    batch = list_data_collate([{"image": Resize((50, 70))(MetaTensor(torch.rand(3, 40, 60)))} for _ in range(2)])
+    with torch.no_grad():
+        logits = model(batch["image"], BOXES)
+    assert isinstance(logits, MetaTensor)
+    assert [item.applied_operations[0]["class"] for item in decollate_batch(logits)] == ["Resize", "Resize"]
