@@ -59,7 +59,7 @@ def _hand_made_cases() -> list[dict]:
 def test_rows_and_summary_of_a_hand_made_case(tmp_path):
     metrics = CaseMetrics(str(tmp_path), num_classes=3, class_names=["a", "b"], num_workers=0)
     _evaluate(_hand_made_cases(), metrics)
-    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").read_text().splitlines()))
     assert [(r["case"], r["class"]) for r in rows] == [("one", "a"), ("one", "b"), ("two", "a"), ("two", "b")]
     one_a, one_b, two_a, two_b = ({m: float(r[m]) for m in METRICS} for r in rows)
     assert one_a["dice"] == pytest.approx(50 / 55) and one_a["iou"] == pytest.approx(25 / 30)
