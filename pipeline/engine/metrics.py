@@ -103,8 +103,9 @@ def summarise(values: list[float]) -> dict[str, float | int | None]:
 
 
 def _single_threaded_worker() -> None:
-    """Each worker keeps to one torch thread: the workers already run side by side, and a forked child must not
-    enter the parent's OpenMP pool (the same rule as ``DataLoader``'s forked workers)."""
+    """Each worker keeps to one torch thread: the workers already run side by side, and a forked child should not
+    use the OpenMP thread pool it inherited (GNU OpenMP can hang there; ``DataLoader``'s forked workers do the same).
+    The scores do not depend on it: HD95 is a percentile and NSD a ratio of counts."""
     torch.set_num_threads(1)
 
 
