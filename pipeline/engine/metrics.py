@@ -4,6 +4,10 @@
 and, when evaluation completes, writes ``metrics.csv`` (one row per case and class) and ``summary.json`` (mean,
 standard deviation and 95 % confidence interval of the mean per metric and class). HD95 is undefined (NaN) when a
 prediction or reference is empty; such values are written as NaN and left out of the summary, which counts them.
+
+HD95 and NSD need distance transforms of every surface, which on a CPU cost far more than Dice and IoU, so
+``CaseMetrics`` hands them to worker processes and the network goes on with the next cases meanwhile. Training's
+validation never pays for them: it selects models by ``MeanDice`` alone.
 """
 
 from __future__ import annotations
@@ -11,6 +15,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +29,7 @@ from monai.networks.utils import one_hot
 from scipy import stats
 
 from pipeline.engine.distributed import is_main_process
+from pipeline.errors import PipelineError
 
 METRICS = ("dice", "iou", "hd95", "nsd")
 
@@ -38,25 +47,46 @@ def _case_id(item: dict, key: str) -> str:
     return str(name) if name else f"case{id(item)}"
 
 
-def score_case(pred: torch.Tensor, label: torch.Tensor, num_classes: int, nsd_tolerance: float = 2.0,
-               spacing: list[float] | None = None) -> dict[str, list[float]]:
-    """Scores of one case per foreground class; ``pred``/``label`` are ``(1, *spatial)`` label maps."""
-    spatial_dims = pred.dim() - 1
-    spacing = spacing or _spacing(label, spatial_dims)
-    p = one_hot(torch.as_tensor(pred)[None].long(), num_classes)
-    y = one_hot(torch.as_tensor(label)[None].long(), num_classes)
-    foreground = num_classes - 1
-    scores = {
+def _one_hot(label_map: torch.Tensor | np.ndarray, num_classes: int) -> torch.Tensor:
+    return one_hot(torch.as_tensor(label_map)[None].long(), num_classes)
+
+
+def _listed(scores: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    return {name: [float(v) for v in value.flatten()] for name, value in scores.items()}
+
+
+def overlap_scores(pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray,
+                   num_classes: int) -> dict[str, list[float]]:
+    """Dice and IoU per foreground class of ``(1, *spatial)`` label maps."""
+    p, y = _one_hot(pred, num_classes), _one_hot(label, num_classes)
+    return _listed({
         "dice": DiceMetric(include_background=False, reduction="none", ignore_empty=False)(p, y),
         "iou": MeanIoU(include_background=False, reduction="none", ignore_empty=False)(p, y),
+    })
+
+
+def surface_scores(pred: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray, num_classes: int,
+                   nsd_tolerance: float, spacing: list[float]) -> dict[str, list[float]]:
+    """HD95 and NSD (``nsd_tolerance`` and ``spacing`` in mm) per foreground class of ``(1, *spatial)`` label maps.
+
+    Module-level and taking numpy arrays, so :class:`CaseMetrics` can run it in a worker process.
+    """
+    p, y = _one_hot(pred, num_classes), _one_hot(label, num_classes)
+    return _listed({
         "hd95": HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")(
             p, y, spacing=spacing
         ),
-        "nsd": SurfaceDiceMetric([nsd_tolerance] * foreground, include_background=False, reduction="none")(
+        "nsd": SurfaceDiceMetric([nsd_tolerance] * (num_classes - 1), include_background=False, reduction="none")(
             p, y, spacing=spacing
         ),
-    }
-    return {name: [float(v) for v in value.flatten()] for name, value in scores.items()}
+    })
+
+
+def score_case(pred: torch.Tensor, label: torch.Tensor, num_classes: int, nsd_tolerance: float = 2.0,
+               spacing: list[float] | None = None) -> dict[str, list[float]]:
+    """Scores of one case per foreground class; ``pred``/``label`` are ``(1, *spatial)`` label maps."""
+    spacing = spacing or _spacing(label, pred.dim() - 1)
+    return overlap_scores(pred, label, num_classes) | surface_scores(pred, label, num_classes, nsd_tolerance, spacing)
 
 
 def summarise(values: list[float]) -> dict[str, float | int | None]:
@@ -72,37 +102,94 @@ def summarise(values: list[float]) -> dict[str, float | int | None]:
     return {**summary, "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
 
 
+def _single_threaded_worker() -> None:
+    """Each worker keeps to one torch thread: the workers already run side by side, and a forked child should not
+    use the OpenMP thread pool it inherited (GNU OpenMP can hang there; ``DataLoader``'s forked workers do the same).
+    The scores do not depend on it: HD95 is a percentile and NSD a ratio of counts."""
+    torch.set_num_threads(1)
+
+
 class CaseMetrics:
     """Score each evaluated case and write ``metrics.csv`` + ``summary.json`` to ``output_dir`` at the end.
 
     ``class_names`` names the foreground classes (labels 1..C-1) in the outputs; ``nsd_tolerance`` is in mm.
+    ``num_workers`` processes (default ``min(4, os.cpu_count())``; 0 scores in this process) compute HD95/NSD while
+    the evaluator infers the next cases; the rows are gathered in case order when evaluation completes. The workers
+    are forked, so they start in milliseconds instead of re-importing torch and MONAI; they get numpy label maps
+    and run only CPU code, never CUDA. Under DDP only rank 0 scores and writes (other ranks' rows would be
+    discarded). The workers end when evaluation completes or fails.
     """
 
     def __init__(self, output_dir: str, num_classes: int, class_names: list[str] | None = None,
-                 nsd_tolerance: float = 2.0, pred_key: str = "pred", label_key: str = "label") -> None:
+                 nsd_tolerance: float = 2.0, pred_key: str = "pred", label_key: str = "label",
+                 num_workers: int | None = None) -> None:
+        if num_workers is not None and num_workers < 0:
+            raise PipelineError(f"CaseMetrics: num_workers must be 0 (in-process) or more, got {num_workers}")
         self.output_dir = Path(output_dir)
         self.num_classes = num_classes
         self.class_names = list(class_names or [str(c) for c in range(1, num_classes)])
         self.nsd_tolerance = nsd_tolerance
         self.pred_key, self.label_key = pred_key, label_key
+        self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
         self.rows: list[dict] = []
+        self._pending: list[tuple[str, dict[str, list[float]], Future]] = []
+        self._pool: ProcessPoolExecutor | None = None
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, lambda _: self.rows.clear())
+        engine.add_event_handler(Events.STARTED, self.start)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
-        engine.add_event_handler(Events.COMPLETED, self.write)
+        engine.add_event_handler(Events.COMPLETED, self.complete)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self.abort)
+
+    def start(self, engine: Engine | None = None) -> None:
+        self.close()
+        self.rows.clear()
+        self._pending.clear()
+        if self.num_workers and is_main_process():
+            self._pool = ProcessPoolExecutor(self.num_workers, multiprocessing.get_context("fork"),
+                                             initializer=_single_threaded_worker)
 
     def collect(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
         for batch, output in zip(engine.state.batch, engine.state.output):
             item = {**batch, **output}
             pred, label = item[self.pred_key], item[self.label_key]
             if pred.shape[0] > 1:
                 pred = pred.argmax(0, keepdim=True)
-            scores = score_case(pred.cpu(), label.cpu(), self.num_classes, self.nsd_tolerance,
-                                _spacing(label, label.dim() - 1))
-            case = _case_id(item, self.label_key)
-            for index, name in enumerate(self.class_names):
-                self.rows.append({"case": case, "class": name, **{m: scores[m][index] for m in METRICS}})
+            spacing = _spacing(label, label.dim() - 1)
+            dtype = np.min_scalar_type(self.num_classes - 1)
+            pred_map, label_map = (torch.as_tensor(t).detach().cpu().numpy().astype(dtype) for t in (pred, label))
+            task = partial(surface_scores, pred_map, label_map, self.num_classes, self.nsd_tolerance, spacing)
+            if self._pool is None:
+                surface: Future = Future()
+                surface.set_result(task())
+            else:
+                surface = self._pool.submit(task)
+            overlap = overlap_scores(pred_map, label_map, self.num_classes)
+            self._pending.append((_case_id(item, self.label_key), overlap, surface))
+
+    def complete(self, engine: Engine | None = None) -> None:
+        """Gather the workers' scores into ``rows`` (in case order), end the workers, write the files."""
+        try:
+            for case, overlap, surface in self._pending:
+                scores = overlap | surface.result()
+                for index, name in enumerate(self.class_names):
+                    self.rows.append({"case": case, "class": name, **{m: scores[m][index] for m in METRICS}})
+        finally:
+            self._pending.clear()
+            self.close()
+        self.write()
+
+    def abort(self, engine: Engine, error: BaseException) -> None:
+        """End the workers when evaluation fails, then let the error through."""
+        self.close()
+        raise error
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def summary(self) -> dict:
         return {
