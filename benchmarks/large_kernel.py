@@ -16,7 +16,8 @@ times both formulations (or the one named) over a grid of shapes and prints leas
 in ``pipeline.peft.large_kernel._COSTS`` for the chosen device.
 
 Usage, from the repository root: ``python -m benchmarks.large_kernel [--device cpu|cuda] [--repeats 5] [--quick]
-[--contended] [--calibrate [direct|fft]]``; on glibc CPUs export ``MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736`` first.
+[--contended] [--calibrate [direct|fft]]``; on glibc CPUs export
+``MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736`` first.
 """
 
 from __future__ import annotations

@@ -15,16 +15,16 @@ compute the same numbers, so the cheapest one for the shape is used:
   (cropped) kernel is 1 are not transformed at all: there the kernel is a per-channel scale that broadcasts,
   which keeps decomposed ``(k, 1, 1)`` kernels a 1D FFT.
 
-On a CPU the fft path runs its forward *and* backward on one intra-op thread (``torch.set_num_threads(1)``
-for its duration, the caller's setting restored after). The reason is contention, not arithmetic: forward+backward
-is some 40 small ATen/MKL ops, each an OpenMP parallel region, and libgomp's default wait policy makes a thread
-that waits at a region's barrier, or between regions, spin on its core. When another process holds one of the
-cores (a DataLoader worker, a sweep beside the job), the spinning thread burns the time slice its descheduled
-partner needs, so every region waits for the scheduler (milliseconds) instead of microseconds. Measured on a
-2-core CPU at batch 4, 64²·r16: 730 ms with 2 threads vs 70 ms with 1 (load average 4), and 60-85 ms with 2
-threads under ``OMP_WAIT_POLICY=PASSIVE``, which pins the cause on the spinning; that variable is read once at
-start-up, so a library cannot set it. Direct is a few long ops that amortise the wait, so it keeps the caller's
-threads and stays what naive ``F.conv2d`` is, on a cropped kernel.
+On a CPU the fft path runs its forward *and* backward on one intra-op thread (``torch.set_num_threads(1)`` for
+its duration, the caller's setting restored after). The reason is contention, not arithmetic: forward+backward is
+some 40 small ATen/MKL ops, each an OpenMP parallel region, and libgomp's default wait policy makes a thread that
+waits at a region's barrier, or between regions, spin on its core. When another process holds one of the cores
+(a DataLoader worker, a sweep beside the job), the spinning thread burns the time slice its descheduled partner
+needs, so every region waits for the scheduler (milliseconds) instead of microseconds. Measured on a 2-core CPU
+at batch 4, 64²·r16 (``docs/large_kernel.md``): 735 ms with 2 threads vs 70 ms with 1 (load average 4), and
+70 ms with 2 threads under ``OMP_WAIT_POLICY=PASSIVE``, which pins the cause on the spinning; that variable is
+read once at start-up, so a library cannot set it. Direct is a few long ops that amortise the wait, so it keeps
+the caller's threads and stays what naive ``F.conv2d`` is, on a cropped kernel.
 
 ``mode="auto"`` picks by a cost model whose constants were fitted per device type with
 ``python -m benchmarks.large_kernel --calibrate`` (see ``docs/large_kernel.md``), and takes fft only when it is
@@ -99,7 +99,7 @@ def select_mode(
 
     Direct costs ``B·C·prod(N)·prod(k)`` multiply-adds, FFT ``n log2 n`` per transformed signal, with ``n`` the
     padded transform size and ``B·C·prod(untransformed N) + C`` signals; each adds a fixed per-call overhead. FFT
-must be predicted :data:`_FFT_MARGIN` times cheaper to be chosen (the module docstring says why). Half
+    must be predicted :data:`_FFT_MARGIN` times cheaper to be chosen (the module docstring says why). Half
     precision inputs use direct, because their FFT would be computed in float32 anyway.
     """
     batch, channels, *spatial = x_shape
