@@ -15,20 +15,35 @@ compute the same numbers, so the cheapest one for the shape is used:
   (cropped) kernel is 1 are not transformed at all: there the kernel is a per-channel scale that broadcasts,
   which keeps decomposed ``(k, 1, 1)`` kernels a 1D FFT.
 
+On a CPU the fft path runs its forward *and* backward on one intra-op thread (``torch.set_num_threads(1)`` for
+its duration, the caller's setting restored after). The reason is contention, not arithmetic: forward+backward is
+some 40 small ATen/MKL ops, each an OpenMP parallel region, and libgomp's default wait policy makes a thread that
+waits at a region's barrier, or between regions, spin on its core. When another process holds one of the cores
+(a DataLoader worker, a sweep beside the job), the spinning thread burns the time slice its descheduled partner
+needs, so every region waits for the scheduler (milliseconds) instead of microseconds. Measured on a 2-core CPU
+at batch 4, 64²·r16 (``docs/large_kernel.md``): 735 ms with 2 threads vs 70 ms with 1 (load average 4), and
+70 ms with 2 threads under ``OMP_WAIT_POLICY=PASSIVE``, which pins the cause on the spinning; that variable is
+read once at start-up, so a library cannot set it. Direct is a few long ops that amortise the wait, so it keeps
+the caller's threads and stays what naive ``F.conv2d`` is, on a cropped kernel.
+
 ``mode="auto"`` picks by a cost model whose constants were fitted per device type with
-``python -m benchmarks.large_kernel --calibrate`` (see ``docs/large_kernel.md``); it depends only on the shapes,
-dtype and device type, so the choice is deterministic.
+``python -m benchmarks.large_kernel --calibrate`` (see ``docs/large_kernel.md``), and takes fft only when it is
+predicted :data:`_FFT_MARGIN` times cheaper: direct is never slower than naive, so near the crossover, where the
+fit's error decides, it is the safe side. The choice depends only on the shapes, dtype and device type, so it is
+deterministic.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from scipy.fft import next_fast_len
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from pipeline.errors import PipelineError
 
@@ -39,11 +54,17 @@ MODES = ("auto", "direct", "fft")
 # Seconds per unit of work, forward+backward, fitted by ``python -m benchmarks.large_kernel --calibrate``.
 # direct: per multiply-add (batch · channels · map voxels · kernel taps) of the depthwise convolution plus a
 # fixed per-call overhead; fft: per ``n log2 n`` of each transformed signal (batch · channels input signals plus
-# channels kernel signals) plus a fixed per-call overhead. Other device types (mps, xpu) use the CPU numbers.
+# channels kernel signals) plus a fixed per-call overhead. On the CPU, direct runs on the caller's threads and fft
+# on one (module docstring). Other device types (mps, xpu) use the CPU numbers.
 _COSTS = {
-    "cpu": {"direct": 8.3e-10, "direct_overhead": 4.7e-4, "fft": 7.5e-10, "fft_overhead": 6.8e-4},
+    "cpu": {"direct": 8.3e-10, "direct_overhead": 4.7e-4, "fft": 2.5e-9, "fft_overhead": 1.1e-3},
     "cuda": {"direct": 2.3e-12, "direct_overhead": 4.4e-4, "fft": 5.2e-12, "fft_overhead": 1.6e-3},
 }
+
+# How many times cheaper fft must be predicted to be chosen over direct (see the module docstring).
+_FFT_MARGIN = 2.0
+
+_OPENMP = "ATen parallel backend: OpenMP" in torch.__config__.parallel_info()
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -77,7 +98,8 @@ def select_mode(
     """The formulation ``mode="auto"`` uses for input ``x_shape`` ``(B, C, *spatial)`` and this kernel.
 
     Direct costs ``B·C·prod(N)·prod(k)`` multiply-adds, FFT ``n log2 n`` per transformed signal, with ``n`` the
-    padded transform size and ``B·C·prod(untransformed N) + C`` signals; each adds a fixed per-call overhead. Half
+    padded transform size and ``B·C·prod(untransformed N) + C`` signals; each adds a fixed per-call overhead. FFT
+    must be predicted :data:`_FFT_MARGIN` times cheaper to be chosen (the module docstring says why). Half
     precision inputs use direct, because their FFT would be computed in float32 anyway.
     """
     batch, channels, *spatial = x_shape
@@ -91,11 +113,11 @@ def select_mode(
     plain = math.prod(n for a, n in enumerate(spatial) if a not in axes)
     signals = batch * channels * plain + channels
     fft = costs["fft"] * signals * size * math.log2(size) + costs["fft_overhead"]
-    return "direct" if direct <= fft else "fft"
+    return "fft" if fft * _FFT_MARGIN < direct else "direct"
 
 
-def _fft_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """'Same' cross-correlation by zero-padded real FFTs over the axes whose kernel is longer than 1."""
+def _fft_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """'Same' cross-correlation by zero-padded real FFTs over the axes whose kernel is longer than 1, plus bias."""
     spatial = x.shape[2:]
     kernel = weight.shape[2:]
     axes, lengths = _fft_lengths(kernel, spatial)
@@ -108,7 +130,56 @@ def _fft_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     full = torch.fft.irfftn(product, s=lengths, dim=dims)
     for a, d in zip(axes, dims):
         full = full.narrow(d, kernel[a] // 2, spatial[a])
-    return full.to(x.dtype)
+    out = full.to(x.dtype)
+    if bias is not None:
+        out = out + bias.view(1, -1, *([1] * len(spatial))).to(out.dtype)
+    return out
+
+
+@contextmanager
+def _one_intra_op_thread(device: torch.device) -> Iterator[None]:
+    """Run CPU work inside on one intra-op thread, restoring the caller's setting after (also on error).
+
+    Only for ATen's OpenMP backend, whose spinning workers are the problem (module docstring); the native thread
+    pool cannot be resized once used, and other devices do not run the FFT on CPU threads.
+    """
+    previous = torch.get_num_threads()
+    if device.type != "cpu" or previous == 1 or not _OPENMP:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class _SingleThreadedFFT(torch.autograd.Function):
+    """:func:`_fft_conv` with its forward *and* backward under :func:`_one_intra_op_thread`.
+
+    The backward runs after ``depthwise_conv`` has returned, so a ``with`` block around the call would not cover
+    it: the forward records autograd's own graph of :func:`_fft_conv` on detached inputs, and the backward
+    differentiates that graph under the same setting (so gradients are exactly autograd's). Like any graph, it
+    can be differentiated once; double backward is not supported.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.inputs = tuple(
+            None if t is None else t.detach().requires_grad_(needed)
+            for t, needed in zip((x, weight, bias), ctx.needs_input_grad)
+        )
+        with torch.enable_grad(), _one_intra_op_thread(x.device):
+            ctx.out = _fft_conv(*ctx.inputs)
+        return ctx.out.detach()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        wanted = [t for t in ctx.inputs if t is not None and t.requires_grad]
+        with _one_intra_op_thread(grad.device):
+            grads = iter(torch.autograd.grad(ctx.out, wanted, grad))
+        return tuple(next(grads) if t is not None and t.requires_grad else None for t in ctx.inputs)
 
 
 def depthwise_conv(
@@ -143,10 +214,10 @@ def depthwise_conv(
         mode = select_mode(x.shape, kernel, x.device, x.dtype)
     if mode == "direct" or math.prod(kernel) == 1:
         return _CONV[spatial_dims](x, weight, bias, padding=[k // 2 for k in kernel], groups=channels)
-    out = _fft_conv(x, weight)
-    if bias is not None:
-        out = out + bias.view(1, channels, *([1] * spatial_dims)).to(out.dtype)
-    return out
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        return _SingleThreadedFFT.apply(x, weight, bias)
+    with _one_intra_op_thread(x.device):
+        return _fft_conv(x, weight, bias)
 
 
 class DepthwiseConv(nn.Module):

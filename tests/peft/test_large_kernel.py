@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.peft import large_kernel
 from pipeline.peft.large_kernel import DecomposedDepthwiseConv3d, DepthwiseConv, depthwise_conv, select_mode
 
 MODES = ("direct", "fft", "auto")
@@ -105,6 +106,91 @@ def test_auto_mode_is_deterministic_and_prefers_fft_for_large_kernels():
     assert select_mode((4, 16, 64, 64), (51, 51), "cpu") == select_mode((4, 16, 64, 64), (51, 51), "cpu")
     assert select_mode((1, 2, 32, 32), (3, 3), "cpu") == "direct"
     assert select_mode((4, 16, 64, 64), (51, 51), "cpu", torch.float16) == "direct"
+
+
+@pytest.mark.parametrize(
+    "shape, kernel",
+    [
+        pytest.param((4, 8, 16, 16), (51, 51), id="2d-16x16-r8"),
+        pytest.param((4, 16, 48, 48, 48), (51, 1, 1), id="3d-axial-48"),
+    ],
+)
+def test_auto_takes_fft_only_with_a_margin(monkeypatch, shape, kernel):
+    """Shapes where fft is predicted cheaper, but by less than the margin, go direct: naive on a cropped kernel.
+
+    Without the margin (the old rule, and what made the calibrated model pick fft here) they would be fft.
+    """
+    assert select_mode(shape, kernel, "cpu") == "direct"
+    monkeypatch.setattr(large_kernel, "_FFT_MARGIN", 1.0)
+    assert select_mode(shape, kernel, "cpu") == "fft"
+
+
+@pytest.fixture
+def two_threads():
+    """The caller's setting is 2 intra-op threads (this machine's default), restored after the test."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+needs_openmp = pytest.mark.skipif(not large_kernel._OPENMP, reason="the thread guard is for ATen's OpenMP backend")
+
+
+@needs_openmp
+def test_fft_forward_and_backward_run_on_one_thread_and_restore_the_callers(monkeypatch, two_threads):
+    seen = []
+    fft_conv = large_kernel._fft_conv
+
+    def spy(*args):
+        seen.append(("forward", torch.get_num_threads()))
+        out = fft_conv(*args)
+        out.register_hook(lambda grad: seen.append(("backward", torch.get_num_threads())))
+        return out
+
+    monkeypatch.setattr(large_kernel, "_fft_conv", spy)
+    x, w, b = _inputs((2, 3, 16, 16), (51, 51), torch.float64)
+    out = depthwise_conv(x, w, b, mode="fft")
+    assert torch.get_num_threads() == 2
+    out.sum().backward()
+    assert torch.get_num_threads() == 2
+    assert seen == [("forward", 1), ("backward", 1)]
+    assert x.grad is not None and w.grad is not None and b.grad is not None
+
+
+@needs_openmp
+def test_direct_keeps_the_callers_threads(monkeypatch, two_threads):
+    seen = []
+    conv2d = large_kernel._CONV[2]
+    monkeypatch.setitem(large_kernel._CONV, 2, lambda *a, **k: seen.append(torch.get_num_threads()) or conv2d(*a, **k))
+    x, w, b = _inputs((2, 3, 16, 16), (51, 51), torch.float64)
+    depthwise_conv(x, w, b, mode="direct")
+    assert seen == [2]
+
+
+@needs_openmp
+def test_thread_setting_is_restored_when_the_fft_path_fails(monkeypatch, two_threads):
+    def fail(*args):
+        raise RuntimeError("failed inside the fft path")
+
+    monkeypatch.setattr(large_kernel, "_fft_conv", fail)
+    x, w, b = _inputs((1, 2, 16, 16), (51, 51), torch.float32)
+    with pytest.raises(RuntimeError, match="failed inside"):
+        depthwise_conv(x, w, b, mode="fft")
+    assert torch.get_num_threads() == 2
+
+
+def test_fft_under_no_grad_records_no_graph_and_is_exact(monkeypatch):
+    recording = []
+    fft_conv = large_kernel._fft_conv
+    monkeypatch.setattr(large_kernel, "_fft_conv", lambda *a: recording.append(torch.is_grad_enabled()) or fft_conv(*a))
+    x, w, b = _inputs((1, 2, 16, 16), (51, 51), torch.float64)
+    with torch.no_grad():
+        out = depthwise_conv(x, w, b, mode="fft")
+    depthwise_conv(x, w, b, mode="fft")
+    assert recording == [False, True]
+    assert out.grad_fn is None
+    torch.testing.assert_close(out, _reference(x, w, b).detach(), atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("spatial_dims, conv", [(2, nn.Conv2d), (3, nn.Conv3d)])
