@@ -50,15 +50,17 @@ def test_binary_masks_stored_as_0_1_and_0_255_are_both_recognised(tmp_path, high
 
 
 def test_jpeg_noise_near_the_two_levels_is_accepted_but_a_grey_class_is_not(tmp_path):
-    label = _save(tmp_path / "noisy.jpg", _square(255), quality=75)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:42, 13:45] = 255  # off the 8-pixel JPEG blocks, so its edges ring
+    label = _save(tmp_path / "noisy.jpg", mask, quality=75)
     stored = np.asarray(Image.open(label))
-    assert len(np.unique(stored)) > 2, "the JPEG must carry compression noise for this test to mean anything"
-    out = rgb_endoscopy()({"image": _frame(tmp_path), "label": label})["label"]
-    assert int(out.sum()) == 16 * 16
-    grey = _square(255)
-    grey[8:24, 8:16] = 100
-    with pytest.raises(PipelineError, match=r"grey.jpg: .* of the pixels lie between the mask levels 0 and 255"):
-        rgb_endoscopy()({"image": _frame(tmp_path), "label": _save(tmp_path / "grey.jpg", grey, quality=95)})
+    assert len(np.unique(stored)) > 10, "the JPEG must carry compression noise for this test to mean anything"
+    image = _frame(tmp_path, (64, 64))
+    out = rgb_endoscopy()({"image": image, "label": label})["label"]
+    assert int(out.sum()) == 32 * 32
+    mask[10:42, 13:29] = 100
+    with pytest.raises(PipelineError, match=r"grey.jpg: 12.\d% of the pixels lie between the mask levels 0 and 255"):
+        rgb_endoscopy()({"image": image, "label": _save(tmp_path / "grey.jpg", mask, quality=95)})
 
 
 def test_sixteen_bit_mask_keeps_its_values(tmp_path):
