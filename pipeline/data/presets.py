@@ -23,6 +23,7 @@ from monai.transforms import (
     ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
 )
+from monai.utils import convert_to_dst_type
 
 from pipeline.data.dicom_seg import LoadLabeld
 from pipeline.data.masks import MASK_THRESHOLD, binary_foreground
@@ -64,9 +65,9 @@ class BinariseLabeld(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             label = d[key]
-            grey = torch.as_tensor(label).float().mean(dim=0, keepdim=True)
-            foreground = binary_foreground(grey.numpy(), _name(label, key), self.threshold)
-            d[key] = grey.copy_(torch.from_numpy(foreground)).to(label.dtype)  # grey is new and keeps the metadata
+            grey = np.asarray(label, dtype=np.float32).mean(axis=0, keepdims=True)  # plain arrays: no metadata copies
+            foreground = binary_foreground(grey, _name(label, key), self.threshold)
+            d[key] = convert_to_dst_type(foreground, label, dtype=label.dtype)[0]  # keeps a MetaTensor's metadata
         return d
 
 
