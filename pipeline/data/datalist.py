@@ -60,7 +60,7 @@ def _empty_2d(path: Path, binary: bool) -> bool:
     from PIL import Image
 
     from pipeline.data.masks import binary_foreground
-    from pipeline.data.readers import to_grayscale
+    from pipeline.data.converters import to_grayscale
 
     with Image.open(path) as mask:
         values = np.asarray(to_grayscale(mask))

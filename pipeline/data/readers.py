@@ -13,8 +13,8 @@ Bad input raises :class:`~pipeline.errors.PipelineError` naming the file: a trun
 ``.dcm`` file that is not DICOM, several series in a folder without ``series_uid`` to choose one, two slices at the
 same position, and a missing slice (the volume's geometry would be wrong) unless ``allow_gaps`` is set.
 
-PNG/JPG/TIFF go through MONAI's ``PILReader`` with a converter that says what it does: 16-bit stays 16-bit, alpha is
-dropped, palette masks keep their indices, and a file holding several frames is refused (PIL reads only the first).
+PNG/JPG/TIFF go through MONAI's ``PILReader`` with the converters of :mod:`pipeline.data.converters`: 16-bit stays
+16-bit, alpha is dropped, palette masks keep their indices, and a file holding several frames is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 from monai.data import ImageReader, NibabelReader, NrrdReader, PILReader
 from monai.transforms import LoadImaged
 
+from pipeline.data.converters import to_colour, to_grayscale
 from pipeline.errors import PipelineError
 
 __all__ = [
@@ -39,8 +40,6 @@ __all__ = [
     "is_dicom",
     "LoadClinicalImaged",
     "PILImageReader",
-    "to_colour",
-    "to_grayscale",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -267,27 +266,6 @@ def _first_unreadable(files: Sequence[Path]) -> Path:
         except RuntimeError:
             return path
     return files[0].parent
-
-
-def _single_frame(image) -> None:
-    frames = getattr(image, "n_frames", 1)
-    if frames > 1:
-        raise PipelineError(f"{image.filename}: {frames} frames (multi-page TIFF/GIF); one image per file is read")
-
-
-def to_colour(image):
-    """PIL converter for images: alpha dropped (RGBA -> RGB, LA -> L), palette expanded; 16-bit kept as it is."""
-    _single_frame(image)
-    if image.mode in ("RGBA", "P", "PA", "CMYK", "YCbCr"):
-        return image.convert("RGB")
-    return image.convert("L") if image.mode == "LA" else image
-
-
-def to_grayscale(image):
-    """PIL converter for masks: colour (Kvasir's RGB JPEG masks) to one grey channel, as drawn; palette masks keep
-    their indices and 16-bit masks their values (an 8-bit conversion would saturate them)."""
-    _single_frame(image)
-    return image.convert("L") if image.mode in ("RGB", "RGBA", "LA", "CMYK", "YCbCr") else image
 
 
 class PILImageReader(PILReader):

@@ -49,6 +49,14 @@ def test_binary_masks_stored_as_0_1_and_0_255_are_both_recognised(tmp_path, high
     assert sorted(torch.unique(out).tolist()) == [0.0, 1.0] and int(out.sum()) == 16 * 16
 
 
+def test_palette_mask_keeps_its_indices(tmp_path):
+    mask = Image.fromarray(_square(1), mode="L").convert("P")
+    mask.putpalette([0, 0, 0, 255, 0, 0] + [0, 0, 0] * 254)  # index 1 drawn red: luminance 76, below the threshold
+    mask.save(tmp_path / "palette.png")
+    out = rgb_endoscopy()({"image": _frame(tmp_path), "label": str(tmp_path / "palette.png")})["label"]
+    assert int(out.sum()) == 16 * 16
+
+
 def test_jpeg_noise_near_the_two_levels_is_accepted_but_a_grey_class_is_not(tmp_path):
     mask = np.zeros((64, 64), np.uint8)
     mask[10:42, 13:45] = 255  # off the 8-pixel JPEG blocks, so its edges ring
