@@ -38,20 +38,18 @@ def binary_foreground(values, name: str, threshold: float = MASK_THRESHOLD) -> n
     Raises PipelineError naming the file and the values seen when the mask is not binary (see the module doc);
     the file's suffix says whether JPEG noise is expected.
     """
-    values = np.asarray(values, dtype=np.float32)
-    scaled = values * 255 if values.size and float(values.max()) <= 1 else values
+    values = np.asarray(values)
+    scaled = values * 255.0 if values.size and values.max() <= 1 else values  # one pass each, no copy for 0/255
     if str(name).lower().endswith(LOSSY_SUFFIXES):
-        far = float(((scaled > JPEG_NOISE) & (scaled < 255 - JPEG_NOISE)).mean()) if values.size else 0.0
+        far = np.count_nonzero((scaled > JPEG_NOISE) & (scaled < 255 - JPEG_NOISE)) / max(values.size, 1)
         if far > JPEG_EDGE_SHARE:
             raise PipelineError(
                 f"{name}: {far:.1%} of the pixels lie between the mask levels 0 and 255 (values seen: "
                 f"{_listed(np.unique(values))}), more than JPEG noise; declare the classes instead of a binary mask"
             )
-    else:
-        seen = np.unique(values)
-        if not np.isin(np.unique(scaled), (0, 255)).all():
-            raise PipelineError(
-                f"{name}: mask values {_listed(seen)} are not binary (0/1 or 0/255); declare the classes instead "
-                "of a binary mask"
-            )
+    elif not np.all((scaled == 0) | (scaled == 255)):
+        raise PipelineError(
+            f"{name}: mask values {_listed(np.unique(values))} are not binary (0/1 or 0/255); declare the classes "
+            "instead of a binary mask"
+        )
     return scaled > threshold
