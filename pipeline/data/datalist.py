@@ -78,10 +78,11 @@ def _dicom_pairs(root: Path) -> list[dict]:
     import pydicom
 
     from pipeline.data.dicom_seg import referenced_series_uid
+    from pipeline.data.readers import is_dicom
 
     series_dirs: dict[str, Path] = {}
     segs: list[Path] = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in {".dcm", ".dicom"}):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and is_dicom(p)):
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SeriesInstanceUID"])
         except Exception as error:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.readers import DicomSeries, find_dicom_series
+from pipeline.data.readers import DicomSeries, find_dicom_series, is_dicom
 from pipeline.errors import PipelineError
 
 __all__ = ["LoadDicomSegd", "LoadLabeld", "read_dicom_seg", "referenced_series_uid", "write_dicom_seg"]
@@ -222,7 +222,8 @@ def _segmentation(hd, sources, label, numbers, descriptions, series_description,
 
 
 class LoadLabeld:
-    """Load labels whatever their format: DICOM-SEG files onto the loaded image's series, other files as images.
+    """Load labels whatever their format: DICOM-SEG files (known by content, so extensionless ones too) onto the
+    loaded image's series, other files as images.
 
     Masks stored as PNG/JPG are read as one grey channel.
     """
@@ -236,6 +237,6 @@ class LoadLabeld:
 
     def __call__(self, data: Mapping) -> dict:
         present = [k for k in self.keys if k in data]
-        if present and all(Path(data[k]).suffix.lower() in {".dcm", ".dicom"} for k in present):
+        if present and all(Path(data[k]).is_file() and is_dicom(Path(data[k])) for k in present):
             return self.dicom_seg(data)
         return self.image(data)

@@ -11,7 +11,9 @@ import numpy as np
 import pydicom
 import pytest
 
+from pipeline.data.datalist import build_datalist
 from pipeline.data.dicom_seg import read_dicom_seg
+from pipeline.data.presets import ct_window
 from pipeline.data.readers import LoadClinicalImaged, find_dicom_series
 from pipeline.data.writers import write_png_mask
 from pipeline.errors import PipelineError
@@ -61,12 +63,16 @@ def test_non_dicom_files_in_a_series_folder_are_skipped_with_a_note(ct_copy, cap
 
 
 @pytest.mark.real_data
-def test_extensionless_and_uid_named_dicom_files_are_found(ct_copy):
+def test_extensionless_and_uid_named_dicom_files_are_found(ct_copy, shared_data):
     for index, path in enumerate(sorted(ct_copy.iterdir())):
         path.rename(ct_copy / ("IM000" + str(index) if index else "1.2.840.113619.2.55.3.604688"))
     series = find_dicom_series(ct_copy)
     assert len(series.files) == 3
     assert _load(ct_copy).shape == (1, 512, 512, 3)
+    shutil.copy(shared_data / "dicom_ct_liver_seg" / "seg" / "liver.dcm", ct_copy.parent / "SEG0001")
+    assert build_datalist(ct_copy.parent)["training"] == [{"image": "ct", "label": "SEG0001"}]
+    label = ct_window(num_classes=2)({"image": str(ct_copy), "label": str(ct_copy.parent / "SEG0001")})["label"]
+    assert label.shape == (1, 512, 512, 3) and int(label.sum()) > 0
 
 
 @pytest.mark.real_data
