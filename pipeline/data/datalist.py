@@ -59,8 +59,8 @@ def _empty_2d(path: Path, binary: bool) -> bool:
     """No foreground: for a binary mask (0/1 or 0/255, checked), nothing above the threshold; else all zero."""
     from PIL import Image
 
-    from pipeline.data.masks import binary_foreground
     from pipeline.data.converters import to_grayscale
+    from pipeline.data.masks import binary_foreground
 
     with Image.open(path) as mask:
         values = np.asarray(to_grayscale(mask))

@@ -75,6 +75,7 @@ class ScaleStoredRanged(MapTransform):
     """Scale intensities from the file's storage range (0..255, or 0..65535 for 16-bit PNG/TIFF) to [0, 1].
 
     A fixed 0..255 range would clip a 16-bit image to white; the range comes from the PIL mode the reader recorded.
+    32-bit integer or float pixels (PIL modes I and F) have no storage range, so they are refused.
     """
 
     SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
@@ -83,6 +84,9 @@ class ScaleStoredRanged(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             mode = (getattr(d[key], "meta", None) or {}).get("mode")
+            if mode in ("I", "F"):
+                raise PipelineError(f"{_name(d[key], key)}: 32-bit pixels (PIL mode {mode}) have no range to scale "
+                                    "from; save the image with 8 or 16 bits")
             d[key] = d[key] / (65535.0 if mode in self.SIXTEEN_BIT_MODES else 255.0)
         return d
 

@@ -87,6 +87,12 @@ def test_sixteen_bit_png_and_tiff_are_read_at_full_depth(tmp_path):
         assert len(torch.unique(image)) == 32 * 32
 
 
+def test_thirty_two_bit_pixels_are_refused_instead_of_scaled_as_8_bit(tmp_path):
+    Image.fromarray(np.arange(256, dtype=np.int32).reshape(16, 16) * 1000).save(tmp_path / "int32.tif")
+    with pytest.raises(PipelineError, match=r"int32.tif: 32-bit pixels \(PIL mode I\) have no range"):
+        rgb_endoscopy(keys=("image",))({"image": str(tmp_path / "int32.tif")})
+
+
 def test_rgba_drops_alpha_explicitly(tmp_path):
     rgba = np.random.default_rng(1).integers(0, 256, (16, 16, 4), dtype=np.uint8)
     image = LoadClinicalImaged("image")({"image": _save(tmp_path / "rgba.png", rgba)})["image"]
