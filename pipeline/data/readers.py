@@ -181,7 +181,8 @@ def _sort_by_position(files: list[Path], headers: dict, allow_gaps: bool) -> lis
                 f"{ordered[index + 1].name} (slice spacing {step:.3f} mm): uneven spacing or a missing slice"
             )
             if not allow_gaps:
-                raise PipelineError(message + "; the volume's geometry would be wrong (set allow_gaps to read it anyway)")
+                raise PipelineError(message + "; the volume's geometry would be wrong (set allow_gaps to read it anyway, "
+                                    "bundles: --allow_gaps True)")
             warnings.warn(message, stacklevel=3)
     return ordered
 
@@ -197,6 +198,8 @@ class SimpleITKDicomReader(ImageReader):
 
     def __init__(self, series_uid: str | None = None, allow_gaps: bool = False, affine_lps_to_ras: bool = True):
         super().__init__()
+        if not isinstance(allow_gaps, bool):  # the bundle CLI passes "false" on as a (truthy) string
+            raise PipelineError(f"allow_gaps must be True or False, got {allow_gaps!r}")
         self.series_uid = series_uid
         self.allow_gaps = allow_gaps
         self.affine_lps_to_ras = affine_lps_to_ras
