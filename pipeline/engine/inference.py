@@ -7,6 +7,7 @@ handler feeds it each case of the evaluator's output after ``Invertd`` restored 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -14,7 +15,6 @@ from ignite.engine import Engine, Events
 
 from pipeline.engine.distributed import is_main_process
 from pipeline.errors import PipelineError
-
 
 OUTPUT_NAME = "output_name"
 """Item key of the file stem :func:`case_names` chose for a case's outputs."""
@@ -30,15 +30,13 @@ def case_names(sources: list[str]) -> list[str]:
     """Distinct output stems for ``sources``: the plain stem where it is unique, otherwise the path below the
     clashing sources' common folder with separators and dots as ``_`` (``case1.png``, ``case1.jpg`` ->
     ``case1_png``, ``case1_jpg``; ``p1/ct``, ``p2/ct`` -> ``p1_ct``, ``p2_ct``), so no output overwrites another."""
-    import os
-
     stems = [case_name(s) for s in sources]
     names = list(stems)
     for stem in set(stems):
         clashing = [i for i, s in enumerate(stems) if s == stem]
         if len(clashing) > 1:
             paths = [os.path.abspath(str(sources[i]).rstrip("/")) for i in clashing]
-            root = os.path.dirname(os.path.commonpath(paths)) if len(set(paths)) == 1 else os.path.commonpath(paths)
+            root = os.path.commonpath(paths)
             for i, path in zip(clashing, paths):
                 names[i] = re.sub(r"[/.\\]+", "_", os.path.relpath(path, root)).strip("_") or stem
     seen: dict[str, str] = {}

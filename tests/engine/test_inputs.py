@@ -69,3 +69,10 @@ def test_split_whose_test_cases_overlap_training_or_validation_is_refused(tmp_pa
     with pytest.raises(PipelineError, match=r"split.json: 2 test cases are also in training or validation: "
                                             r"\['images/b.png', 'images/c.png'\]"):
         load_split(tmp_path, split)
+
+
+def test_names_that_cannot_be_told_apart_stop_before_anything_is_written():
+    from pipeline.engine.inference import case_names
+
+    with pytest.raises(PipelineError, match=r"in/case1_png.tif: gives the same output name 'case1_png' as in/case1.png"):
+        case_names(["in/case1.png", "in/case1.jpg", "in/case1_png.tif"])
