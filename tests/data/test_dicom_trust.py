@@ -47,6 +47,8 @@ def test_truncated_or_header_only_file_names_itself(ct_copy, fault):
         header.save_as(ct_copy / "04.dcm")
     with pytest.raises(PipelineError, match=r"04.dcm: DICOM file without .*\(truncated or header only\)"):
         _load(ct_copy)
+    for other in ("01.dcm", "02.dcm", "03.dcm"):  # alone in its folder it used to end in an AttributeError
+        (ct_copy / other).unlink()
     with pytest.raises(PipelineError, match=r"04.dcm: DICOM file without"):
         find_dicom_series(ct_copy)
 
