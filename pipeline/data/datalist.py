@@ -23,8 +23,6 @@ __all__ = ["build_datalist", "load_datalist", "write_json"]
 
 IMAGE_2D = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-MASK_THRESHOLD = 127
-"""2D masks count as empty when no pixel exceeds this (lossy JPEG masks are 0/255 with noise)."""
 
 
 def _stem(path: Path) -> str:
@@ -57,11 +55,16 @@ def _pair(image_dir: Path, label_dir: Path, suffixes, root: Path) -> list[dict]:
     return [{"image": images[k].relative_to(root).as_posix(), "label": labels[k].relative_to(root).as_posix()} for k in sorted(images)]
 
 
-def _empty_2d(path: Path) -> bool:
+def _empty_2d(path: Path, binary: bool) -> bool:
+    """No foreground: for a binary mask (0/1 or 0/255, checked), nothing above the threshold; else all zero."""
     from PIL import Image
 
+    from pipeline.data.converters import to_grayscale
+    from pipeline.data.masks import binary_foreground
+
     with Image.open(path) as mask:
-        return int(np.asarray(mask.convert("L")).max()) <= MASK_THRESHOLD
+        values = np.asarray(to_grayscale(mask))
+    return not binary_foreground(values, str(path)).any() if binary else not values.any()
 
 
 def _label_values_3d(path: Path) -> list[int]:
@@ -75,10 +78,11 @@ def _dicom_pairs(root: Path) -> list[dict]:
     import pydicom
 
     from pipeline.data.dicom_seg import referenced_series_uid
+    from pipeline.data.readers import is_dicom
 
     series_dirs: dict[str, Path] = {}
     segs: list[Path] = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in {".dcm", ".dicom"}):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and is_dicom(p)):
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SeriesInstanceUID"])
         except Exception as error:
@@ -107,7 +111,8 @@ def _dicom_pairs(root: Path) -> list[dict]:
 def build_datalist(folder: str | Path, name: str | None = None, labels: dict | None = None, modality: str | None = None) -> dict:
     """MSD-style datalist for ``folder``: ``name``, ``modality``, ``labels``, ``training``, ``summary``.
 
-    The summary counts cases and lists empty masks (allowed: a frame without polyp is a valid example).
+    The summary counts cases and lists empty masks (allowed: a frame without polyp is a valid example). 2D masks
+    declared binary (two ``labels``, the default) must be 0/1 or 0/255 (JPEG noise allowed); any other mask stops here.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -126,8 +131,9 @@ def build_datalist(folder: str | Path, name: str | None = None, labels: dict | N
     elif (root / "images").is_dir() and (root / "masks").is_dir():
         layout, default_modality = "2d", "RGB"
         entries = _pair(root / "images", root / "masks", IMAGE_2D, root)
-        empty = [e["label"] for e in entries if _empty_2d(root / e["label"])]
         default_labels = {"0": "background", "1": "foreground"}
+        binary = len(labels or default_labels) == 2
+        empty = [e["label"] for e in entries if _empty_2d(root / e["label"], binary)]
     else:
         layout, default_modality = "dicom", "DICOM"
         entries = _dicom_pairs(root)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.readers import DicomSeries, find_dicom_series
+from pipeline.data.readers import DicomSeries, find_dicom_series, is_dicom
 from pipeline.errors import PipelineError
 
 __all__ = ["LoadDicomSegd", "LoadLabeld", "read_dicom_seg", "referenced_series_uid", "write_dicom_seg"]
@@ -55,6 +55,7 @@ def read_dicom_seg(seg_path: str | Path, series: DicomSeries | str | Path) -> tu
         raise PipelineError(
             f"{seg_path}: references none of the {len(series.files)} instances of series {series.series_instance_uid}"
         )
+    _check_frame_sources(seg, seg_path, series)
     _check_frame_positions(seg, seg_path, series)
     numbers = list(seg.get_segment_numbers())
     dtype = np.uint8 if max(numbers) < 256 else np.uint16
@@ -72,6 +73,26 @@ def read_dicom_seg(seg_path: str | Path, series: DicomSeries | str | Path) -> tu
     return np.ascontiguousarray(np.transpose(frames, (2, 1, 0))), labels
 
 
+def _frame_sources(seg):
+    """``(frame index, source SOPInstanceUID)`` for every source named by a frame's DerivationImageSequence."""
+    for index, frame in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        for derivation in frame.get("DerivationImageSequence", []):
+            for source in derivation.SourceImageSequence:
+                yield index, str(source.ReferencedSOPInstanceUID)
+
+
+def _check_frame_sources(seg, seg_path: Path, series: DicomSeries) -> None:
+    """Every frame must come from a slice of ``series``: highdicom places frames by the instances it is asked for,
+    so a frame whose slice is missing from the folder would be dropped without a word and its label erased."""
+    present = set(series.sop_instance_uids)
+    outside = {index: uid for index, uid in _frame_sources(seg) if uid not in present}
+    if outside:
+        raise PipelineError(
+            f"{seg_path}: {len(outside)} frames reference instances outside series {series.series_instance_uid} "
+            f"({len(series.files)} slices in {series.files[0].parent}): {', '.join(sorted(set(outside.values()))[:5])}"
+        )
+
+
 def _check_frame_positions(seg, seg_path: Path, series: DicomSeries, tolerance_mm: float = 0.01) -> None:
     """Each SEG frame must lie where its source slice lies.
 
@@ -83,18 +104,16 @@ def _check_frame_positions(seg, seg_path: Path, series: DicomSeries, tolerance_m
     positions = {}
     for path, uid in zip(series.files, series.sop_instance_uids):
         positions[uid] = np.asarray(pydicom.dcmread(path, stop_before_pixels=True).ImagePositionPatient, dtype=float)
-    for index, frame in enumerate(seg.PerFrameFunctionalGroupsSequence):
-        if "DerivationImageSequence" not in frame or "PlanePositionSequence" not in frame:
+    frames = seg.PerFrameFunctionalGroupsSequence
+    for index, uid in _frame_sources(seg):
+        if "PlanePositionSequence" not in frames[index]:
             continue
-        frame_position = np.asarray(frame.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
-        for derivation in frame.DerivationImageSequence:
-            for source in derivation.SourceImageSequence:
-                uid = str(source.ReferencedSOPInstanceUID)
-                if uid in positions and np.abs(positions[uid] - frame_position).max() > tolerance_mm:
-                    raise PipelineError(
-                        f"{seg_path}: frame {index + 1} lies at {frame_position.tolist()} but its source slice {uid} "
-                        f"lies at {positions[uid].tolist()}"
-                    )
+        frame_position = np.asarray(frames[index].PlanePositionSequence[0].ImagePositionPatient, dtype=float)
+        if np.abs(positions[uid] - frame_position).max() > tolerance_mm:
+            raise PipelineError(
+                f"{seg_path}: frame {index + 1} lies at {frame_position.tolist()} but its source slice {uid} "
+                f"lies at {positions[uid].tolist()}"
+            )
 
 
 class LoadDicomSegd:
@@ -113,7 +132,8 @@ class LoadDicomSegd:
 
         d = dict(data)
         image = d[self.image_key]
-        series = find_dicom_series(image.meta["filename_or_obj"], image.meta.get("series_instance_uid"))
+        # the image was read already, so its series passed (or was allowed past) the gap check
+        series = find_dicom_series(image.meta["filename_or_obj"], image.meta.get("series_instance_uid"), allow_gaps=True)
         for key in self.keys:
             if key not in d:
                 continue
@@ -202,7 +222,8 @@ def _segmentation(hd, sources, label, numbers, descriptions, series_description,
 
 
 class LoadLabeld:
-    """Load labels whatever their format: DICOM-SEG files onto the loaded image's series, other files as images.
+    """Load labels whatever their format: DICOM-SEG files (known by content, so extensionless ones too) onto the
+    loaded image's series, other files as images.
 
     Masks stored as PNG/JPG are read as one grey channel.
     """
@@ -216,6 +237,6 @@ class LoadLabeld:
 
     def __call__(self, data: Mapping) -> dict:
         present = [k for k in self.keys if k in data]
-        if present and all(Path(data[k]).suffix.lower() in {".dcm", ".dicom"} for k in present):
+        if present and all(Path(data[k]).is_file() and is_dicom(Path(data[k])) for k in present):
             return self.dicom_seg(data)
         return self.image(data)

@@ -2,11 +2,11 @@
 
 - ``ct_window``: Hounsfield window (level/width) to [0, 1], clipped, so soft tissue keeps its contrast.
 - ``mr_percentile``: MR has no absolute scale, so intensities are mapped by their own 0.5/99.5 percentiles.
-- ``rgb_endoscopy``: 8-bit RGB to [0, 1]; the backbones apply their own mean/std normalisation.
+- ``rgb_endoscopy``: 8- or 16-bit RGB to [0, 1] by the storage range; the backbones apply their own mean/std normalisation.
 
 Every chain loads with :class:`~pipeline.data.readers.LoadClinicalImaged`, puts channels first, binarises or remaps
-labels when asked, and runs :class:`ValidateImageLabeld`, which turns the common data faults (NaN/inf, label values
-outside the declared classes, image and label on different grids) into one PipelineError naming the files.
+labels when asked, and runs :class:`ValidateImageLabeld`, which turns the common data faults (NaN/inf, a constant
+image, label values outside the declared classes, image and label on different grids) into one PipelineError naming the files.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from monai.transforms import (
     ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
 )
+from monai.utils import convert_to_dst_type
 
 from pipeline.data.dicom_seg import LoadLabeld
+from pipeline.data.masks import MASK_THRESHOLD, binary_foreground
 from pipeline.data.readers import LoadClinicalImaged
 from pipeline.errors import PipelineError
 
@@ -33,6 +35,7 @@ __all__ = [
     "PRESETS",
     "Preprocessing",
     "RemapLabeld",
+    "ScaleStoredRanged",
     "ValidateImageLabeld",
     "ct_window",
     "mr_percentile",
@@ -48,9 +51,13 @@ def _name(tensor, fallback: str) -> str:
 
 
 class BinariseLabeld(MapTransform):
-    """Label = (mean over channels > threshold), for masks saved lossily (Kvasir's JPEG masks: 0/255 plus noise)."""
+    """Two-level masks (0/1 or 0/255, JPEG noise allowed in JPEG files) to {0, 1}; any other mask is refused.
 
-    def __init__(self, keys: KeysCollection, threshold: float = 127, allow_missing_keys: bool = False):
+    Thresholding alone would turn a third class into background or foreground without a word; the check is
+    :func:`pipeline.data.masks.binary_foreground`. ``threshold`` is on the 0..255 scale.
+    """
+
+    def __init__(self, keys: KeysCollection, threshold: float = MASK_THRESHOLD, allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
         self.threshold = threshold
 
@@ -58,7 +65,29 @@ class BinariseLabeld(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             label = d[key]
-            d[key] = (label.float().mean(dim=0, keepdim=True) > self.threshold).to(label.dtype)
+            grey = np.asarray(label, dtype=np.float32).mean(axis=0, keepdims=True)  # plain arrays: no metadata copies
+            foreground = binary_foreground(grey, _name(label, key), self.threshold)
+            d[key] = convert_to_dst_type(foreground, label, dtype=label.dtype)[0]  # keeps a MetaTensor's metadata
+        return d
+
+
+class ScaleStoredRanged(MapTransform):
+    """Scale intensities from the file's storage range (0..255, or 0..65535 for 16-bit PNG/TIFF) to [0, 1].
+
+    A fixed 0..255 range would clip a 16-bit image to white; the range comes from the PIL mode the reader recorded.
+    32-bit integer or float pixels (PIL modes I and F) have no storage range, so they are refused.
+    """
+
+    SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            mode = (getattr(d[key], "meta", None) or {}).get("mode")
+            if mode in ("I", "F"):
+                raise PipelineError(f"{_name(d[key], key)}: 32-bit pixels (PIL mode {mode}) have no range to scale "
+                                    "from; save the image with 8 or 16 bits")
+            d[key] = d[key] / (65535.0 if mode in self.SIXTEEN_BIT_MODES else 255.0)
         return d
 
 
@@ -85,7 +114,7 @@ class RemapLabeld(MapTransform):
 
 
 class ValidateImageLabeld(MapTransform):
-    """Raise PipelineError naming the files for NaN/inf intensities, out-of-range labels, or mismatched grids.
+    """Raise PipelineError naming the files for NaN/inf or constant intensities, out-of-range labels, mismatched grids.
 
     Args:
         image_key: key of the image (channel first).
@@ -105,6 +134,9 @@ class ValidateImageLabeld(MapTransform):
         finite = torch.isfinite(torch.as_tensor(image))
         if not bool(finite.all()):
             raise PipelineError(f"{image_name}: {int((~finite).sum())} NaN/inf intensities")
+        low, high = torch.aminmax(torch.as_tensor(image))
+        if bool(low == high):
+            raise PipelineError(f"{image_name}: every voxel is {float(low)} (blank image or failed export)")
         if self.label_key is None or self.label_key not in d:
             return d
         label = d[self.label_key]
@@ -156,9 +188,10 @@ class Preprocessing(Compose):
             raise cause from None
 
 
-def _loading(keys: Sequence[str], binarise: float | None, remap: Mapping[int, int] | None, num_classes: int | None) -> list:
+def _loading(keys: Sequence[str], binarise: float | None, remap: Mapping[int, int] | None, num_classes: int | None,
+             series_uid: str | None = None, allow_gaps: bool = False) -> list:
     image_key, label_key = keys[0], (keys[1] if len(keys) > 1 else None)
-    chain: list = [LoadClinicalImaged(image_key)]
+    chain: list = [LoadClinicalImaged(image_key, series_uid=series_uid, allow_gaps=allow_gaps)]
     if label_key:
         chain.append(LoadLabeld(label_key, image_key))
         if binarise is not None:
@@ -171,32 +204,31 @@ def _loading(keys: Sequence[str], binarise: float | None, remap: Mapping[int, in
 
 def ct_window(
     keys: Sequence[str] = ("image", "label"), level: float = 40, width: float = 400, num_classes: int | None = None,
-    remap: Mapping[int, int] | None = None,
+    remap: Mapping[int, int] | None = None, series_uid: str | None = None, allow_gaps: bool = False,
 ) -> Preprocessing:
     """Load, validate, then window CT intensities (HU) to [0, 1]: ``level`` +/- ``width`` / 2, clipped."""
     return Preprocessing(
-        _loading(keys, None, remap, num_classes)
+        _loading(keys, None, remap, num_classes, series_uid, allow_gaps)
         + [ScaleIntensityRanged(keys[0], a_min=level - width / 2, a_max=level + width / 2, b_min=0.0, b_max=1.0, clip=True)]
     )
 
 
 def mr_percentile(
     keys: Sequence[str] = ("image", "label"), lower: float = 0.5, upper: float = 99.5, num_classes: int | None = None,
-    remap: Mapping[int, int] | None = None,
+    remap: Mapping[int, int] | None = None, series_uid: str | None = None, allow_gaps: bool = False,
 ) -> Preprocessing:
     """Load, validate, then map the ``lower``..``upper`` intensity percentiles of each MR volume to [0, 1], clipped."""
     return Preprocessing(
-        _loading(keys, None, remap, num_classes)
+        _loading(keys, None, remap, num_classes, series_uid, allow_gaps)
         + [ScaleIntensityRangePercentilesd(keys[0], lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True)]
     )
 
 
-def rgb_endoscopy(keys: Sequence[str] = ("image", "label"), binarise: float | None = 127, num_classes: int | None = 2) -> Preprocessing:
-    """Load RGB frames and masks, binarise lossy masks at ``binarise`` (None: keep values), scale 0..255 to [0, 1]."""
-    return Preprocessing(
-        _loading(keys, binarise, None, num_classes)
-        + [ScaleIntensityRanged(keys[0], a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True)]
-    )
+def rgb_endoscopy(keys: Sequence[str] = ("image", "label"), binarise: float | None = MASK_THRESHOLD,
+                  num_classes: int | None = 2) -> Preprocessing:
+    """Load RGB frames and masks, binarise two-level masks at ``binarise`` (None: keep values), scale the storage
+    range (8- or 16-bit) to [0, 1]."""
+    return Preprocessing(_loading(keys, binarise, None, num_classes) + [ScaleStoredRanged(keys[0])])
 
 
 PRESETS = {"ct_window": ct_window, "mr_percentile": mr_percentile, "rgb_endoscopy": rgb_endoscopy}

@@ -7,12 +7,19 @@ along the slice normal (as SimpleITK/GDCM do), warns about uneven gaps, and lets
 (rescale slope/intercept applied, oblique orientation kept). Its arrays are ``(x, y, z)`` and its affines RAS, the
 same conventions as MONAI's own readers, so a series maps every voxel to the same world point as ``PydicomReader``.
 
-Bad input raises :class:`~pipeline.errors.PipelineError` naming the file: a non-DICOM or truncated file in a series,
-several series in a folder without a SeriesInstanceUID to choose one, two slices at the same position.
+Files are recognised as DICOM by content (the ``DICM`` marker), not by name, so extensionless and UID-named slices
+are found; other files in a series folder (a preview JPEG, a ``VERSION`` file) are skipped with a logged note.
+Bad input raises :class:`~pipeline.errors.PipelineError` naming the file: a truncated or header-only slice, a
+``.dcm`` file that is not DICOM, several series in a folder without ``series_uid`` to choose one, two slices at the
+same position, and a missing slice (the volume's geometry would be wrong) unless ``allow_gaps`` is set.
+
+PNG/JPG/TIFF go through MONAI's ``PILReader`` with the converters of :mod:`pipeline.data.converters`: 16-bit stays
+16-bit, alpha is dropped, palette masks keep their indices, and a file holding several frames is refused.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +29,7 @@ import numpy as np
 from monai.data import ImageReader, NibabelReader, NrrdReader, PILReader
 from monai.transforms import LoadImaged
 
+from pipeline.data.converters import to_colour, to_grayscale
 from pipeline.errors import PipelineError
 
 __all__ = [
@@ -29,12 +37,18 @@ __all__ = [
     "SimpleITKDicomReader",
     "find_dicom_series",
     "image_readers",
+    "is_dicom",
     "LoadClinicalImaged",
-    "to_grayscale",
+    "PILImageReader",
 ]
 
-DICOM_SUFFIXES = {".dcm", ".dicom", ".ima", ""}
-"""Files with these suffixes in a series folder must be DICOM; other files (README, SOURCE.md, ...) are ignored."""
+LOG = logging.getLogger(__name__)
+
+DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
+"""Files named like DICOM must be DICOM; other files without the DICM marker (README, preview.jpg, ...) are skipped."""
+
+SLICE_ATTRIBUTES = ("SOPInstanceUID", "SeriesInstanceUID", "Rows", "Columns", "PixelData")
+"""What a file needs to be a slice of an image series; a truncated or header-only file lacks some of them."""
 
 NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "SR", "PR", "KO", "REG"}
 """Objects that live beside image series but are not slices of one: DICOM-SEG is read by ``dicom_seg``."""
@@ -56,35 +70,53 @@ class DicomSeries:
     description: str = ""
 
 
-def _is_series_candidate(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in DICOM_SUFFIXES
+def is_dicom(path: Path) -> bool:
+    """DICOM by content: the ``DICM`` marker after the 128-byte preamble (Part 10 files), or a DICOM file name."""
+    import pydicom
+
+    return path.suffix.lower() in DICOM_SUFFIXES or pydicom.misc.is_dicom(path)
 
 
 def _read_header(path: Path):
+    """The header, with pixel data deferred (not read) so that its presence can still be checked."""
     import pydicom
 
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        return pydicom.dcmread(path, defer_size=1024)
     except Exception as error:  # pydicom raises InvalidDicomError, EOFError, OSError, ... for broken files
         raise PipelineError(f"{path}: not a readable DICOM file ({type(error).__name__}: {error})") from error
 
 
-def find_dicom_series(folder: str | Path, series_uid: str | None = None) -> DicomSeries:
+def _series_files(folder: Path) -> list[Path]:
+    """The files of ``folder`` that are DICOM; every other file is named in one logged note."""
+    files, skipped = [], []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if path.name.upper() == "DICOMDIR":
+            continue
+        (files if is_dicom(path) else skipped).append(path)
+    if skipped:
+        LOG.warning("%s: not DICOM, skipped: %s", folder, ", ".join(p.name for p in skipped))
+    return files
+
+
+def find_dicom_series(folder: str | Path, series_uid: str | None = None, allow_gaps: bool = False) -> DicomSeries:
     """The image series in ``folder`` (the one with ``series_uid`` when given), slices sorted by position.
 
     Sorting uses ImagePositionPatient projected on the normal of ImageOrientationPatient, ascending, which is the
     order SimpleITK's GDCM series reader uses; InstanceNumber is not trusted because scanners number slices either way.
+    A missing slice is an error unless ``allow_gaps`` (then a warning): the volume would be stacked as if evenly spaced.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise PipelineError(f"{folder}: DICOM series folder does not exist")
     headers = {}
-    for path in sorted(p for p in folder.iterdir() if _is_series_candidate(p)):
-        if path.name.upper() == "DICOMDIR":
-            continue
+    for path in _series_files(folder):
         header = _read_header(path)
         if str(header.get("Modality", "")).upper() in NON_IMAGE_MODALITIES:
             continue
+        missing = [tag for tag in SLICE_ATTRIBUTES if tag not in header]
+        if missing:
+            raise PipelineError(f"{path}: DICOM file without {', '.join(missing)} (truncated or header only)")
         headers[path] = header
     if not headers:
         raise PipelineError(f"{folder}: no DICOM image files found")
@@ -97,11 +129,12 @@ def find_dicom_series(folder: str | Path, series_uid: str | None = None) -> Dico
         chosen = series_uid
     elif len(by_series) > 1:
         raise PipelineError(
-            f"{folder}: holds {len(by_series)} series, choose one by SeriesInstanceUID; {_describe(by_series, headers)}"
+            f"{folder}: holds {len(by_series)} series; choose one with the option series_uid "
+            f"(bundles: --series_uid UID); {_describe(by_series, headers)}"
         )
     else:
         chosen = next(iter(by_series))
-    files = _sort_by_position(by_series[chosen], headers)
+    files = _sort_by_position(by_series[chosen], headers, allow_gaps)
     first = headers[files[0]]
     return DicomSeries(
         series_instance_uid=chosen,
@@ -120,7 +153,7 @@ def _describe(by_series: dict[str, list[Path]], headers: dict) -> str:
     return "series found: " + "; ".join(parts)
 
 
-def _sort_by_position(files: list[Path], headers: dict) -> list[Path]:
+def _sort_by_position(files: list[Path], headers: dict, allow_gaps: bool) -> list[Path]:
     if len(files) == 1:
         return files
     for path in files:
@@ -143,11 +176,14 @@ def _sort_by_position(files: list[Path], headers: dict) -> list[Path]:
     step = float(gaps.min())  # a missing slice doubles one gap; the smallest gap is the intended spacing
     for index, gap in enumerate(gaps):
         if gap - step > GAP_TOLERANCE * step:
-            warnings.warn(
+            message = (
                 f"{ordered[index].parent}: gap of {gap:.3f} mm between {ordered[index].name} and "
-                f"{ordered[index + 1].name} (slice spacing {step:.3f} mm): uneven spacing or a missing slice",
-                stacklevel=3,
+                f"{ordered[index + 1].name} (slice spacing {step:.3f} mm): uneven spacing or a missing slice"
             )
+            if not allow_gaps:
+                raise PipelineError(message + "; the volume's geometry would be wrong (set allow_gaps to read it anyway, "
+                                    "bundles: --allow_gaps True)")
+            warnings.warn(message, stacklevel=3)
     return ordered
 
 
@@ -156,12 +192,16 @@ class SimpleITKDicomReader(ImageReader):
 
     Args:
         series_uid: SeriesInstanceUID to read when the folder holds several series.
+        allow_gaps: read a series with a missing slice (warns) instead of refusing it.
         affine_lps_to_ras: return a RAS affine (MONAI's default convention) rather than DICOM's LPS.
     """
 
-    def __init__(self, series_uid: str | None = None, affine_lps_to_ras: bool = True):
+    def __init__(self, series_uid: str | None = None, allow_gaps: bool = False, affine_lps_to_ras: bool = True):
         super().__init__()
+        if not isinstance(allow_gaps, bool):  # the bundle CLI passes "false" on as a (truthy) string
+            raise PipelineError(f"allow_gaps must be True or False, got {allow_gaps!r}")
         self.series_uid = series_uid
+        self.allow_gaps = allow_gaps
         self.affine_lps_to_ras = affine_lps_to_ras
 
     def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:
@@ -176,7 +216,7 @@ class SimpleITKDicomReader(ImageReader):
             if len(data) != 1:
                 raise PipelineError(f"SimpleITKDicomReader reads one series folder at a time, got {len(data)} paths")
             data = data[0]
-        series = find_dicom_series(data, kwargs.get("series_uid", self.series_uid))
+        series = find_dicom_series(data, kwargs.get("series_uid", self.series_uid), self.allow_gaps)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames([str(f) for f in series.files])
         try:
@@ -231,18 +271,24 @@ def _first_unreadable(files: Sequence[Path]) -> Path:
     return files[0].parent
 
 
-def to_grayscale(image):
-    """PIL converter for masks stored as RGB (Kvasir's JPEG masks): one channel, as drawn."""
-    return image.convert("L")
+class PILImageReader(PILReader):
+    """MONAI's ``PILReader`` for TIFF too: MONAI's own suffix list stops at BMP, so a TIFF reached no reader."""
+
+    SUFFIXES = ("png", "jpg", "jpeg", "bmp", "tif", "tiff")
+
+    def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:
+        from monai.data.utils import is_supported_format
+
+        return is_supported_format(filename, self.SUFFIXES)
 
 
-def image_readers(series_uid: str | None = None, grayscale: bool = False) -> list[ImageReader]:
+def image_readers(series_uid: str | None = None, grayscale: bool = False, allow_gaps: bool = False) -> list[ImageReader]:
     """The readers the pipeline registers, lowest priority first (MONAI tries the last registered first)."""
     return [
         NibabelReader(),
         NrrdReader(),
-        PILReader(converter=to_grayscale) if grayscale else PILReader(),
-        SimpleITKDicomReader(series_uid=series_uid),
+        PILImageReader(converter=to_grayscale if grayscale else to_colour),
+        SimpleITKDicomReader(series_uid=series_uid, allow_gaps=allow_gaps),
     ]
 
 
@@ -250,13 +296,15 @@ class LoadClinicalImaged(LoadImaged):
     """``LoadImaged`` with the pipeline's readers registered (usable as a ``_target_`` in bundle configs).
 
     ``grayscale=True`` reads PNG/JPG as one channel, which is what masks need. A file no reader can open raises
-    one PipelineError naming it, instead of MONAI's list of every reader's traceback.
+    one PipelineError naming it, instead of MONAI's list of every reader's traceback; so does a 4D volume with
+    several frames (a time series or stacked modalities), which would otherwise pass for a multi-channel image.
     """
 
-    def __init__(self, keys, series_uid: str | None = None, grayscale: bool = False, ensure_channel_first: bool = True, **kwargs):
+    def __init__(self, keys, series_uid: str | None = None, grayscale: bool = False, allow_gaps: bool = False,
+                 ensure_channel_first: bool = True, **kwargs):
         # reader=None keeps MONAI's choice by file suffix; ours are registered last, so they are asked first
         super().__init__(keys, image_only=True, ensure_channel_first=ensure_channel_first, **kwargs)
-        for reader in image_readers(series_uid=series_uid, grayscale=grayscale):
+        for reader in image_readers(series_uid=series_uid, grayscale=grayscale, allow_gaps=allow_gaps):
             self.register(reader)
 
     def __call__(self, data, reader: ImageReader | None = None):
@@ -265,9 +313,17 @@ class LoadClinicalImaged(LoadImaged):
             if not path.exists():
                 raise PipelineError(f"{path}: file not found (key '{key}')")
         try:
-            return super().__call__(data, reader)
+            loaded = super().__call__(data, reader)
         except PipelineError:
             raise
         except Exception as error:  # MONAI raises RuntimeError/OptionalImportError/... listing every reader tried
             names = ", ".join(str(data[k]) for k in self.key_iterator(dict(data)))
             raise PipelineError(f"{names}: cannot be read as an image ({type(error).__name__}: {str(error).splitlines()[0]})") from error
+        for key in self.key_iterator(loaded):
+            image = loaded[key]
+            if image.ndim == 4 and image.shape[0] > 1:
+                raise PipelineError(
+                    f"{data[key]}: 4D image with {image.shape[0]} frames of shape {tuple(image.shape[1:])}; "
+                    "one 3D volume per case is read (split the frames into files)"
+                )
+        return loaded

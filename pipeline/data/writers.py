@@ -127,6 +127,6 @@ def write_prediction(
                 f"{name}: prediction is not on the DICOM series' own grid (affine changed by a spatial transform); "
                 "invert the transforms before writing a DICOM-SEG"
             )
-        series = find_dicom_series(meta["filename_or_obj"], meta["series_instance_uid"])
+        series = find_dicom_series(meta["filename_or_obj"], meta["series_instance_uid"], allow_gaps=True)  # read already
         written.append(write_dicom_seg(np.rint(label).astype(np.int64), series, output_dir / f"{name}_seg.dcm", labels))
     return written

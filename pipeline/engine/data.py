@@ -57,7 +57,20 @@ def load_split(dataset_dir: str | Path, split: str | Path | None = None) -> dict
         raise PipelineError(f"dataset_dir {root} is not a folder")
     payload = _read_split(split) if split else _default_split(root)
     source = f"split file {split}" if split else f"the default split of {root}"
-    return {part: [_resolve(item, root, source) for item in payload.get(part, [])] for part in PARTS}
+    resolved = {part: [_resolve(item, root, source) for item in payload.get(part, [])] for part in PARTS}
+    _check_disjoint(resolved, payload, source)
+    return resolved
+
+
+def _check_disjoint(resolved: dict[str, list[dict]], payload: dict, source: str) -> None:
+    """Test cases that are also trained or validated on would make the test scores say nothing about new cases."""
+    def key(item: dict) -> str:
+        return str(Path(item["image"]).resolve())
+
+    seen = {key(item) for part in ("training", "validation") for item in resolved[part]}
+    shared = sorted(str(raw["image"]) for raw, item in zip(payload.get("test", []), resolved["test"]) if key(item) in seen)
+    if shared:
+        raise PipelineError(f"{source}: {len(shared)} test cases are also in training or validation: {shared[:10]}")
 
 
 def held_out(split: dict[str, list[dict]]) -> list[dict]:
@@ -78,7 +91,19 @@ def save_split(split: dict[str, list[dict]], path: str | Path) -> str:
 def inference_inputs(input: str | Path | None = None, dataset_dir: str | Path | None = None,
                      split: str | Path | None = None) -> list[dict]:
     """What inference runs on: ``input`` (an image file, a DICOM series folder, or a folder of image files), else
-    the held-out cases of the dataset (their labels then give the box prompts, standing in for a user's boxes)."""
+    the held-out cases of the dataset (their labels then give the box prompts, standing in for a user's boxes).
+
+    Each case carries the distinct stem its outputs are written under (``case1.png`` and ``case1.jpg`` would both
+    be ``case1``), so no prediction overwrites another.
+    """
+    from pipeline.engine.inference import OUTPUT_NAME, case_names
+
+    cases = _inference_cases(input, dataset_dir, split)
+    names = case_names([case["image"] for case in cases])
+    return [{**case, OUTPUT_NAME: name} for case, name in zip(cases, names)]
+
+
+def _inference_cases(input, dataset_dir, split) -> list[dict]:
     if input in (None, ""):
         if dataset_dir in (None, ""):
             raise PipelineError("inference needs --input PATH (an image, a DICOM series folder or a folder of images) "

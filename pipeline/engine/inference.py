@@ -7,12 +7,17 @@ handler feeds it each case of the evaluator's output after ``Invertd`` restored 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from ignite.engine import Engine, Events
 
 from pipeline.engine.distributed import is_main_process
+from pipeline.errors import PipelineError
+
+OUTPUT_NAME = "output_name"
+"""Item key of the file stem :func:`case_names` chose for a case's outputs."""
 
 
 def case_name(source: str) -> str:
@@ -21,8 +26,33 @@ def case_name(source: str) -> str:
     return re.sub(r"(\.nii\.gz|\.[A-Za-z0-9]+)$", "", name) or "case"
 
 
+def case_names(sources: list[str]) -> list[str]:
+    """Distinct output stems for ``sources``: the plain stem where it is unique, otherwise the path below the
+    clashing sources' common folder with separators and dots as ``_`` (``case1.png``, ``case1.jpg`` ->
+    ``case1_png``, ``case1_jpg``; ``p1/ct``, ``p2/ct`` -> ``p1_ct``, ``p2_ct``), so no output overwrites another."""
+    stems = [case_name(s) for s in sources]
+    names = list(stems)
+    for stem in set(stems):
+        clashing = [i for i, s in enumerate(stems) if s == stem]
+        if len(clashing) > 1:
+            paths = [os.path.abspath(str(sources[i]).rstrip("/")) for i in clashing]
+            root = os.path.commonpath(paths)
+            for i, path in zip(clashing, paths):
+                names[i] = re.sub(r"[/.\\]+", "_", os.path.relpath(path, root)).strip("_") or stem
+    seen: dict[str, str] = {}
+    for source, name in zip(sources, names):
+        if name in seen:
+            raise PipelineError(f"{source}: gives the same output name '{name}' as {seen[name]}; rename one of them")
+        seen[name] = source
+    return names
+
+
 class PredictionWriter:
-    """Write every case's ``pred`` label map next to the others in ``output_dir``; ``labels`` names DICOM-SEG segments."""
+    """Write every case's ``pred`` label map next to the others in ``output_dir``; ``labels`` names DICOM-SEG segments.
+
+    Each case is written under its item's ``output_name`` (set by :func:`pipeline.engine.data.inference_inputs`),
+    else its file stem; a name another input of this run already wrote under stops the run before overwriting it.
+    """
 
     def __init__(self, output_dir: str, labels: dict | None = None, pred_key: str = "pred",
                  image_key: str = "image") -> None:
@@ -30,6 +60,7 @@ class PredictionWriter:
         self.labels = {int(k): v for k, v in (labels or {}).items()} or None
         self.pred_key, self.image_key = pred_key, image_key
         self.written: list[Path] = []
+        self.sources: dict[str, str] = {}
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
@@ -42,6 +73,9 @@ class PredictionWriter:
         for batch, output in zip(engine.state.batch, engine.state.output):
             item = {**batch, **output}
             reference = item[self.image_key]
-            source = reference.meta.get("filename_or_obj", "case")
-            self.written += write_prediction(item[self.pred_key].cpu(), reference, self.output_dir,
-                                             case_name(source), self.labels)
+            source = str(reference.meta.get("filename_or_obj", "case"))
+            name = item.get(OUTPUT_NAME) or case_name(source)
+            if self.sources.setdefault(name, source) != source:
+                raise PipelineError(f"{source}: its output name '{name}' is taken by {self.sources[name]}; "
+                                    "nothing of it was written")
+            self.written += write_prediction(item[self.pred_key].cpu(), reference, self.output_dir, name, self.labels)

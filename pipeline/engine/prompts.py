@@ -6,7 +6,8 @@ break a single tight box: lossy masks carry isolated noise pixels (one stray Kva
 polyp's box into half the image), and a label can hold several separate objects. So connected components smaller
 than ``min_pixels`` are dropped before boxing, and ``per_object=True`` gives one box per remaining component
 (MedSAM's protocol for multi-object images; :class:`pipeline.engine.inferers.ObjectBoxInferer` unites the
-per-box predictions). Inference on an image without a label has no such box, so the whole image is the box.
+per-box predictions). Inference on an image without a label has no such box, so the whole image is the box. An empty label gives no box
+at all: that stops the run naming the label's file (empty masks are fine for prompt-free runs).
 Prompt-free models get no box key at all, so the same transform list serves both prompt modes.
 """
 
@@ -19,6 +20,7 @@ import torch
 from monai.transforms import MapTransform, Randomizable
 from scipy import ndimage
 
+from pipeline.errors import PipelineError
 from pipeline.models import boxes_from_labels
 
 
@@ -60,8 +62,10 @@ class PromptBoxd(Randomizable, MapTransform):
         if labels:
             generator = torch.Generator().manual_seed(self._seed)
             objects = object_masks(labels[0], self.min_pixels)
-            if not objects:  # no foreground: boxes_from_labels raises its clear error
-                objects = [np.zeros(labels[0].shape[1:], dtype=bool)]
+            if not objects:
+                name = (getattr(labels[0], "meta", None) or {}).get("filename_or_obj", "a label")
+                raise PipelineError(f"{name}: the label is empty, so no box prompt can be drawn from it; leave the "
+                                    "case out of box-prompted runs or use prompt none (empty labels are allowed there)")
             masks = torch.from_numpy(np.stack(objects))
             if not self.per_object:
                 masks = masks.any(dim=0, keepdim=True)

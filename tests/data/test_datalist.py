@@ -67,7 +67,7 @@ def test_unpaired_files_are_listed(tmp_path):
 
 def test_empty_mask_is_allowed_and_reported(tmp_path):
     make_synthetic_kvasir(tmp_path, n=3, size=32)
-    Image.fromarray(np.full((32, 32), 40, np.uint8)).save(tmp_path / "masks" / "synthetic_002.png")  # JPEG-like noise only
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "masks" / "synthetic_002.png")
     summary = build_datalist(tmp_path)["summary"]
     assert summary["empty_masks"] == 1 and summary["empty_mask_files"] == ["masks/synthetic_002.png"]
 

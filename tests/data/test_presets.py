@@ -43,7 +43,7 @@ def test_image_and_label_of_different_cases_are_named(shared_data):
 
 def test_affine_mismatch_nan_and_unknown_preset(tmp_path):
     affine = np.diag([1.0, 1.0, 2.0, 1.0])
-    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), affine), tmp_path / "synthetic_image.nii.gz")
+    nib.save(nib.Nifti1Image(np.arange(64, dtype=np.float32).reshape(4, 4, 4), affine), tmp_path / "synthetic_image.nii.gz")
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), tmp_path / "synthetic_label.nii.gz")
     case = {"image": str(tmp_path / "synthetic_image.nii.gz"), "label": str(tmp_path / "synthetic_label.nii.gz")}
     with pytest.raises(PipelineError, match=r"synthetic_image.nii.gz and .*synthetic_label.nii.gz: affines differ by up to 1 mm"):
@@ -58,8 +58,9 @@ def test_affine_mismatch_nan_and_unknown_preset(tmp_path):
 
 
 def test_binarise_and_remap():
-    label = MetaTensor(torch.tensor([[[0.0, 126.0], [128.0, 255.0]]]).repeat(3, 1, 1))
-    assert BinariseLabeld("label")({"label": label})["label"].tolist() == [[[0.0, 0.0], [1.0, 1.0]]]
+    label = MetaTensor(torch.tensor([[[0.0, 8.0], [250.0, 255.0]]]).repeat(3, 1, 1), meta={"filename_or_obj": "mask.jpg"})
+    binary = BinariseLabeld("label")({"label": label})["label"]
+    assert binary.tolist() == [[[0.0, 0.0], [1.0, 1.0]]] and binary.meta["filename_or_obj"] == "mask.jpg"
     remapped = RemapLabeld("label", {0: 0, 1: 1, 2: 2, 4: 3})({"label": torch.tensor([[0, 4, 2]])})["label"]
     assert remapped.tolist() == [[0, 3, 2]]
     with pytest.raises(PipelineError, match=r"label values \[7\] have no mapping"):

@@ -81,15 +81,6 @@ def test_folder_with_two_series_needs_a_uid(shared_data, tmp_path):
 
 
 @pytest.mark.real_data
-def test_missing_slice_warns_with_the_gap(shared_data, tmp_path):
-    order = [f.name for f in find_dicom_series(shared_data / MR).files[:4]]  # four neighbours, 6.5 mm apart
-    for name in order[:2] + order[3:]:
-        shutil.copy(shared_data / MR / name, tmp_path / name)
-    with pytest.warns(UserWarning, match=rf"gap of 13.000 mm between {order[1]} and {order[3]}"):
-        find_dicom_series(tmp_path)
-
-
-@pytest.mark.real_data
 def test_non_dicom_and_truncated_files_are_named(shared_data, tmp_path):
     for f in (shared_data / CT).glob("*.dcm"):
         shutil.copy(f, tmp_path / f.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pipeline.engine.inferers import ObjectBoxInferer
@@ -60,3 +61,14 @@ def test_jittered_box_is_reproducible_for_a_seed_and_tight_without_jitter():
     second = PromptBoxd(jitter=4).set_random_state(7)({"label": label})
     assert torch.equal(first["box"], second["box"]) and first["box"].shape == (4,)
     assert PromptBoxd()({"label": label})["box"].tolist() == [5.0, 3.0, 11.0, 7.0]
+
+
+def test_an_empty_label_names_its_file_instead_of_giving_a_box():
+    from monai.data import MetaTensor
+
+    from pipeline.errors import PipelineError
+
+    label = MetaTensor(torch.zeros(1, 20, 30), meta={"filename_or_obj": "masks/frame_without_polyp.png"})
+    with pytest.raises(PipelineError, match=r"masks/frame_without_polyp.png: the label is empty, so no box prompt"):
+        PromptBoxd()({"label": label})
+    assert "box" not in PromptBoxd(prompt="none")({"label": label}), "prompt-free runs take empty labels"

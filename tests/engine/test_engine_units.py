@@ -50,9 +50,10 @@ def test_split_naming_a_missing_image_is_one_clear_error(synthetic_folder):
 
 def test_split_paths_are_resolved_against_the_dataset_folder(synthetic_folder):
     split = synthetic_folder / "split.json"
-    split.write_text(json.dumps({"training": [{"image": "images/a.png"}], "test": [{"image": "images/a.png"}]}))
+    (synthetic_folder / "images" / "b.png").write_bytes(b"")
+    split.write_text(json.dumps({"training": [{"image": "images/b.png"}], "test": [{"image": "images/a.png"}]}))
     resolved = load_split(synthetic_folder, split)
-    assert resolved["training"][0]["image"] == str(synthetic_folder / "images" / "a.png")
+    assert resolved["training"][0]["image"] == str(synthetic_folder / "images" / "b.png")
     assert held_out(resolved) == resolved["test"]
 
 

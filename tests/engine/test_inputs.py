@@ -1,0 +1,78 @@
+"""Inference inputs and splits that would silently give wrong outputs: clashing output names, leaking test cases."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from monai.data import MetaTensor
+from PIL import Image
+
+from pipeline.engine.data import inference_inputs, load_split
+from pipeline.engine.inference import PredictionWriter
+from pipeline.errors import PipelineError
+
+
+def _image(path, seed=0) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def _write(writer: PredictionWriter, items: list[dict]) -> None:
+    """Feed ``items`` (each with its image path) to the writer as one decollated evaluator iteration."""
+    batch = [{**item, "image": MetaTensor(np.zeros((3, 8, 8), np.float32), meta={"filename_or_obj": item["image"]})}
+             for item in items]
+    output = [{"pred": MetaTensor(np.eye(8, dtype=np.float32)[None])} for _ in items]
+    writer(SimpleNamespace(state=SimpleNamespace(batch=batch, output=output)))
+
+
+def test_inputs_with_the_same_stem_get_distinct_outputs(tmp_path):
+    _image(tmp_path / "in" / "case1.png", 0)
+    _image(tmp_path / "in" / "case1.jpg", 1)
+    _image(tmp_path / "in" / "case2.png", 2)
+    items = inference_inputs(tmp_path / "in")
+    writer = PredictionWriter(str(tmp_path / "out"))
+    _write(writer, items)
+    names = sorted(p.name for p in writer.written)
+    assert names == ["case1_jpg_mask.png", "case1_jpg_overlay.png", "case1_png_mask.png", "case1_png_overlay.png",
+                     "case2_mask.png", "case2_overlay.png"]
+
+
+def test_held_out_series_folders_with_the_same_name_get_distinct_outputs(tmp_path):
+    for patient in ("p1", "p2"):
+        _image(tmp_path / patient / "ct" / "slice.png")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"training": [{"image": "p1/ct/slice.png"}],
+                                 "test": [{"image": "p1/ct"}, {"image": "p2/ct"}]}))
+    names = [item["output_name"] for item in inference_inputs(dataset_dir=tmp_path, split=split)]
+    assert names == ["p1_ct", "p2_ct"]
+
+
+def test_the_writer_stops_before_overwriting_another_input_s_output(tmp_path):
+    first, second = _image(tmp_path / "a" / "case1.png"), _image(tmp_path / "b" / "case1.png")
+    writer = PredictionWriter(str(tmp_path / "out"))
+    with pytest.raises(PipelineError, match=r"b/case1.png: its output name 'case1' is taken by .*a/case1.png"):
+        _write(writer, [{"image": first}, {"image": second}])
+    assert sorted(p.name for p in writer.written) == ["case1_mask.png", "case1_overlay.png"]
+
+
+def test_split_whose_test_cases_overlap_training_or_validation_is_refused(tmp_path):
+    for name in ("a", "b", "c"):
+        _image(tmp_path / "images" / f"{name}.png")
+    split = tmp_path / "split.json"
+    case = lambda n: {"image": f"images/{n}.png"}  # noqa: E731
+    split.write_text(json.dumps({"training": [case("a"), case("b")], "validation": [case("c")],
+                                 "test": [case("b"), case("c")]}))
+    with pytest.raises(PipelineError, match=r"split.json: 2 test cases are also in training or validation: "
+                                            r"\['images/b.png', 'images/c.png'\]"):
+        load_split(tmp_path, split)
+
+
+def test_names_that_cannot_be_told_apart_stop_before_anything_is_written():
+    from pipeline.engine.inference import case_names
+
+    with pytest.raises(PipelineError, match=r"in/case1_png.tif: gives the same output name 'case1_png' as in/case1.png"):
+        case_names(["in/case1.png", "in/case1.jpg", "in/case1_png.tif"])
