@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from monai.transforms import Compose, Randomizable
+from monai.transforms import Randomizable, Transform
 
 from pipeline.engine.distributed import is_main_process
 from pipeline.errors import PipelineError
@@ -84,14 +84,24 @@ def _set_global_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def random_transforms(transform) -> list[Randomizable]:
-    """Every object in a transform tree that draws from its own ``R`` (random transforms, and ``Compose`` itself),
-    in a fixed order. Their states advance as batches are loaded, so a resume that skips them repeats the first
-    epoch's random crops, flips or box jitter instead of continuing the sequence."""
+def random_transforms(transform, _seen: set | None = None) -> list[Randomizable]:
+    """Every object in a transform tree that draws from its own ``R``, in a fixed order: random transforms, the
+    ``Compose`` lists holding them, and the transforms inside them (``RandGaussianNoised`` draws its noise from an
+    inner ``RandGaussianNoise`` with a separate ``R``). Their states advance as batches are loaded, so a resume
+    that skips them repeats the first epoch's random crops, flips or box jitter instead of continuing the
+    sequence."""
+    seen = set() if _seen is None else _seen
+    if id(transform) in seen:
+        return []
+    seen.add(id(transform))
+    if isinstance(transform, (list, tuple)):
+        return [found for item in transform for found in random_transforms(item, seen)]
+    if not isinstance(transform, Transform):
+        return []
     found = [transform] if isinstance(transform, Randomizable) else []
-    if isinstance(transform, Compose):
-        for child in transform.transforms:
-            found += random_transforms(child)
+    attributes = vars(transform)
+    for name in sorted(attributes):
+        found += random_transforms(attributes[name], seen)
     return found
 
 
@@ -173,6 +183,11 @@ class ResumeState:
     counter are not carried over. ``every_n_iterations`` > 0 also saves within an epoch (long epochs lose at most
     that many iterations); such a state also keeps the random state the epoch started with, so the resumed run
     reloads the epoch's batches already trained on (without training on them) and continues with the very next.
+
+    Each epoch's data iterator is created right after the previous epoch's state is saved (``engine.set_data``),
+    which is also where a resumed run creates its first one. Left to ignite, a straight run would first exhaust the
+    old iterator, and a sampler with its own generator draws once more on exhaustion: the resumed run would then
+    shuffle differently.
     """
 
     def __init__(self, path: str, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -185,13 +200,13 @@ class ResumeState:
         self.evaluator = evaluator
         self.early_stop = early_stop
         self.every_n_iterations = int(every_n_iterations or 0)
+        self._loader = None
         self._epoch_start: dict | None = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.load)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
         if self.every_n_iterations > 0:
-            engine.add_event_handler(Events.EPOCH_STARTED, self._remember_epoch_start)
             engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every_n_iterations), self._save_within_epoch)
 
     def _stopper(self):
@@ -204,25 +219,26 @@ class ResumeState:
             "trainer": dict(engine.state_dict()),
             "network": trainable_state_dict(_inner(self.network)),
             "optimizer": self.optimizer.state_dict(),
-            "rng": rng_state(engine.state.dataloader),
+            "rng": rng_state(self._loader),
         }
         if self.lr_scheduler is not None:
             state["lr_scheduler"] = self.lr_scheduler.state_dict()
         if self.evaluator is not None:
             state["best_metric"] = float(self.evaluator.state.best_metric)
             state["best_metric_epoch"] = int(self.evaluator.state.best_metric_epoch)
-        if self._stopper() is not None:
-            state["early_stop"] = {"counter": int(self._stopper().counter),
-                                   "best_score": None if self._stopper().best_score is None
-                                   else float(self._stopper().best_score)}
+        stopper = self._stopper()
+        if stopper is not None:
+            best = None if stopper.best_score is None else float(stopper.best_score)
+            state["early_stop"] = {"counter": int(stopper.counter), "best_score": best}
         return state
 
     def save(self, engine: Engine) -> None:
+        """The end-of-epoch state; then the next epoch's iterator, from the state just saved."""
         if is_main_process():
             atomic_save(self.state(engine), self.path)
-
-    def _remember_epoch_start(self, engine: Engine) -> None:
-        self._epoch_start = rng_state(engine.state.dataloader)
+        if engine.state.epoch < engine.state.max_epochs:
+            self._epoch_start = rng_state(self._loader)
+            engine.set_data(self._loader)
 
     def _save_within_epoch(self, engine: Engine) -> None:
         if engine.state.iteration % engine.state.epoch_length == 0:
@@ -231,9 +247,11 @@ class ResumeState:
             atomic_save({**self.state(engine), "epoch_start_rng": self._epoch_start}, self.path)
 
     def load(self, engine: Engine) -> None:
+        self._loader = engine.state.dataloader
         if is_main_process():
             remove_stale_temporaries(self.path.parent)
         if not self.path.is_file():
+            self._epoch_start = rng_state(self._loader)
             return
         state = read_resume_state(self.path)
         own, saved = trainable_state_dict(_inner(self.network)), state["network"]
@@ -255,22 +273,24 @@ class ResumeState:
         max_epochs = engine.state.max_epochs
         engine.load_state_dict(state["trainer"])
         engine.state.max_epochs = max_epochs
-        loader = engine.state.dataloader
-        done = engine.state.iteration % engine.state.epoch_length if engine.state.epoch_length else 0
+        done = engine.state.iteration % engine.state.epoch_length
         if done and "epoch_start_rng" in state:
-            engine.state.dataloader = self._continue_epoch(loader, state["epoch_start_rng"], done)
-        set_rng_state(state["rng"], loader, self.path)
+            self._epoch_start = state["epoch_start_rng"]
+            engine.state.dataloader = self._continue_epoch(self._epoch_start, done)
+        set_rng_state(state["rng"], self._loader, self.path)
+        if not done:
+            self._epoch_start = state["rng"]
         where = f"epoch {engine.state.epoch}" + (f", iteration {engine.state.iteration}" if done else "")
         engine.logger.info(f"resumed from {self.path} at {where}")
 
-    def _continue_epoch(self, loader, epoch_start: dict, done: int) -> _ContinuedEpoch:
+    def _continue_epoch(self, epoch_start: dict, done: int) -> _ContinuedEpoch:
         """Replay the interrupted epoch's first ``done`` batches from its starting random state, so the next batch
         is the one the killed run would have trained on; ignite then counts the epoch from ``done``."""
-        set_rng_state(epoch_start, loader, self.path)
-        iterator = iter(loader)
+        set_rng_state(epoch_start, self._loader, self.path)
+        iterator = iter(self._loader)
         for _ in range(done):
             next(iterator)
-        return _ContinuedEpoch(loader, iterator)
+        return _ContinuedEpoch(self._loader, iterator)
 
 
 class _ContinuedEpoch:

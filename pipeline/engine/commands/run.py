@@ -9,7 +9,8 @@ two differences:
 * a :class:`~pipeline.errors.PipelineError` raised anywhere, also deep inside a component MONAI instantiates (a
   corrupt adapter checkpoint, a split naming a missing image), ends the run with its one line ``error: ...`` on
   stderr and status :data:`pipeline.cli.EXIT_BAD_INPUT`, instead of MONAI's 60-135-line chained stack trace.
-  ``--debug`` (or ``PIPELINE_DEBUG=1``) keeps the full trace.
+  ``--debug`` (or ``PIPELINE_DEBUG=1``) keeps the full trace. Python warnings (library deprecations and the like)
+  go to stdout as one line each, with the log, so stderr holds only that verdict.
 
 ``BUNDLE`` is a bundle folder (its ``configs/`` are used; the ``CONFIG`` names default to ``train``) or a config
 file; ``CONFIG`` names such as ``evaluate`` are found next to it, and paths work too:
@@ -137,16 +138,22 @@ def pipeline_error_in(error: BaseException | None) -> PipelineError | None:
     return None
 
 
+def _warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print a warning as one line on stdout, with the run's log, leaving stderr to the verdict."""
+    print(f"warning: {category.__name__}: {str(message).strip().splitlines()[0]} ({filename}:{lineno})", flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     files, overrides, debug = read_words(args.argv)
     debug = debug or os.environ.get("PIPELINE_DEBUG", "") not in ("", "0")
-    check_override_keys(files, overrides)
-
-    from monai.bundle.scripts import run as run_bundle
-
     with warnings.catch_warnings():
+        if not debug:
+            warnings.showwarning = _warning_to_log
         # MONAI warns on every run that a config file is code; here the user named the files on this command line.
         warnings.filterwarnings("ignore", message="parsing config_file")
+        check_override_keys(files, overrides)
+        from monai.bundle.scripts import run as run_bundle
+
         try:
             run_bundle(config_file=[str(f) for f in files], **overrides)
         except Exception as error:
