@@ -26,9 +26,12 @@ def add_arguments(parser) -> None:
 
 
 def _run(command: list) -> None:
+    """Run one step; a failed step has printed its reason (one ``error:`` line), so the demo ends with its status."""
     command = [str(part) for part in command]
     print("$", " ".join(command), flush=True)
-    subprocess.run(command, check=True)
+    status = subprocess.run(command).returncode
+    if status != 0:
+        raise SystemExit(status)
 
 
 def run(args) -> int:

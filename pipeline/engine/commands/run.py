@@ -108,9 +108,13 @@ def read_words(words: list[str]) -> tuple[list[Path], dict, bool]:
 def _known_ids(files: list[Path]) -> tuple[object, str]:
     from monai.bundle import ConfigParser
 
-    parser = ConfigParser()
-    parser.read_config([str(f) for f in files])
-    return parser, ", ".join(str(f) for f in files)
+    parser, source = ConfigParser(), ", ".join(str(f) for f in files)
+    try:
+        parser.read_config([str(f) for f in files])
+    except (KeyError, ValueError) as error:  # MONAI's reader: an override of an id no earlier config defines
+        raise PipelineError(f"configs {source} cannot be read together ({error}); an override config such as "
+                            "evaluate.json goes after train.json: BUNDLE train evaluate") from None
+    return parser, source
 
 
 def check_override_keys(files: list[Path], overrides: dict) -> None:
