@@ -128,22 +128,39 @@ def test_a_run_folder_of_another_split_stops_the_run_unless_told(synthetic, tmp_
     assert not (output / "models" / "model.pt").exists()
 
 
-def train(data, split, output, max_epochs):
-    """A polyp training run in this process; returns its saved trainable tensors."""
+class Killed(Exception):
+    """Stands in for ``kill -9`` right after an epoch's state was saved: no other handler runs."""
+
+
+def train(data, split, output, max_epochs, killed_after=None):
+    """A polyp training run in this process; returns its saved resume state."""
+    from ignite.engine import Events
+
     from pipeline.engine.checkpoints import read_resume_state
 
     parser = parsed("train.json", dataset_dir=data, split=split, output_dir=output, max_epochs=max_epochs, **SMALL)
     parser.get_parsed_content("initialize")
-    parser.get_parsed_content("train#trainer").run()
+    trainer = parser.get_parsed_content("train#trainer")
+    if killed_after is None:
+        trainer.run()
+    else:
+        @trainer.on(Events.EPOCH_COMPLETED(once=killed_after))
+        def kill(_):
+            raise Killed
+
+        with pytest.raises(Killed):
+            trainer.run()
     return read_resume_state(output / "models" / "resume.pt")
 
 
 @pytest.mark.slow
-def test_polyp_training_stopped_and_resumed_equals_training_straight_through(synthetic, tmp_path):
-    """Box jitter comes from the prompt transform's own random state: the resume must continue it."""
+def test_polyp_training_killed_and_resumed_equals_training_straight_through(synthetic, tmp_path):
+    """Box jitter comes from the prompt transform's own random state: the resume must continue it.
+
+    The kill keeps ``max_epochs``: the cosine learning-rate schedule's length is part of the run."""
     data, split = synthetic
     straight = train(data, split, tmp_path / "straight", max_epochs=2)
-    train(data, split, tmp_path / "resumed", max_epochs=1)
+    assert train(data, split, tmp_path / "resumed", max_epochs=2, killed_after=1)["epoch"] == 1
     resumed = train(data, split, tmp_path / "resumed", max_epochs=2)
     assert straight["epoch"] == resumed["epoch"] == 2
     differing = [n for n in straight["network"] if not torch.equal(straight["network"][n], resumed["network"][n])]
