@@ -105,14 +105,13 @@ def check_settings(method: str | None = None, method_options: dict | None = None
             wanted = f"a whole number >= {smallest}" if kind is int else f"a number > {smallest:g}"
             raise PipelineError(f"{name} must be {wanted} (--{name}), got {value!r}")
     if method_options is not None and not isinstance(method_options, dict):
-        raise PipelineError(f"method_options must be a mapping such as {{'r': 8}} (--method_options), got {method_options!r}")
+        raise PipelineError(
+            f"method_options must be a mapping such as {{'r': 8}} (--method_options), got {method_options!r}")
     if method in METHODS:
         try:
             build_method(method, **(method_options or {}))
         except PipelineError as error:
             raise PipelineError(f"--method_options: {error}") from None
-        except TypeError as error:
-            raise PipelineError(f"--method_options for {method}: {error}") from None
 
 
 def check_bundle_settings(**settings) -> bool:

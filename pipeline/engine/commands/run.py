@@ -105,7 +105,7 @@ def read_words(words: list[str]) -> tuple[list[Path], dict, bool]:
     return files, overrides, debug
 
 
-def _known_ids(files: list[Path]) -> tuple[object, str]:
+def _read_configs(files: list[Path]) -> tuple[object, str]:
     from monai.bundle import ConfigParser
 
     parser, source = ConfigParser(), ", ".join(str(f) for f in files)
@@ -119,7 +119,7 @@ def _known_ids(files: list[Path]) -> tuple[object, str]:
 
 def check_override_keys(files: list[Path], overrides: dict) -> None:
     """Refuse an override id the configs do not define, suggesting the closest one they do."""
-    parser, source = _known_ids(files)
+    parser, source = _read_configs(files)
     for key in overrides:
         if key in RUN_ARGUMENTS or key in parser:
             continue
@@ -144,7 +144,8 @@ def pipeline_error_in(error: BaseException | None) -> PipelineError | None:
 
 def _warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:
     """Print a warning as one line on stdout, with the run's log, leaving stderr to the verdict."""
-    print(f"warning: {category.__name__}: {str(message).strip().splitlines()[0]} ({filename}:{lineno})", flush=True)
+    first = (str(message).strip().splitlines() or [""])[0]
+    print(f"warning: {category.__name__}: {first} ({filename}:{lineno})", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
