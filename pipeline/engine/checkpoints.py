@@ -99,7 +99,7 @@ def random_transforms(transform, _seen: set | None = None) -> list[Randomizable]
     if not isinstance(transform, Transform):
         return []
     found = [transform] if isinstance(transform, Randomizable) else []
-    attributes = vars(transform)
+    attributes = getattr(transform, "__dict__", {})
     for name in sorted(attributes):
         found += random_transforms(attributes[name], seen)
     return found
@@ -151,12 +151,10 @@ def set_rng_state(state: dict, loader=None, path: Path = Path("resume state")) -
     _set_data_rng_state(loader, state["data"], path)
 
 
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+def remove_stale_temporaries(folder: str | Path) -> None:
     """Delete the ``.<name>.tmp`` files :func:`pipeline.peft.atomic_save` leaves when killed mid-write."""
-    stale = sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
-    for path in stale:
+    for path in Path(folder).glob(".*.tmp"):
         path.unlink(missing_ok=True)
-    return stale
 
 
 def read_resume_state(path: str | Path) -> dict:
@@ -238,7 +236,16 @@ class ResumeState:
             atomic_save(self.state(engine), self.path)
         if engine.state.epoch < engine.state.max_epochs:
             self._epoch_start = rng_state(self._loader)
+            self._set_sampler_epoch(engine.state.epoch + 1)
             engine.set_data(self._loader)
+
+    def _set_sampler_epoch(self, epoch: int) -> None:
+        """Tell a distributed sampler the epoch it is about to serve, as MONAI's workflow does when the epoch
+        starts: an iterator made earlier (with workers, it draws its first indices at once) would else reshuffle
+        as for the previous epoch."""
+        sampler = getattr(self._loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
 
     def _save_within_epoch(self, engine: Engine) -> None:
         if engine.state.iteration % engine.state.epoch_length == 0:
@@ -276,17 +283,18 @@ class ResumeState:
         done = engine.state.iteration % engine.state.epoch_length
         if done and "epoch_start_rng" in state:
             self._epoch_start = state["epoch_start_rng"]
-            engine.state.dataloader = self._continue_epoch(self._epoch_start, done)
+            engine.state.dataloader = self._continue_epoch(self._epoch_start, engine.state.epoch + 1, done)
         set_rng_state(state["rng"], self._loader, self.path)
         if not done:
             self._epoch_start = state["rng"]
         where = f"epoch {engine.state.epoch}" + (f", iteration {engine.state.iteration}" if done else "")
         engine.logger.info(f"resumed from {self.path} at {where}")
 
-    def _continue_epoch(self, epoch_start: dict, done: int) -> _ContinuedEpoch:
+    def _continue_epoch(self, epoch_start: dict, epoch: int, done: int) -> _ContinuedEpoch:
         """Replay the interrupted epoch's first ``done`` batches from its starting random state, so the next batch
         is the one the killed run would have trained on; ignite then counts the epoch from ``done``."""
         set_rng_state(epoch_start, self._loader, self.path)
+        self._set_sampler_epoch(epoch)
         iterator = iter(self._loader)
         for _ in range(done):
             next(iterator)
