@@ -60,5 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _module(args._module).run(args) or 0
     except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
+        sys.stdout.flush()  # the log first: where both go to one file (a sweep run's log), the verdict ends it
+        print(f"error: {error}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT

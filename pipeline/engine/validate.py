@@ -75,6 +75,7 @@ def _ending_the_run(check, **arguments) -> bool:
         check(**arguments)
     except PipelineError as error:
         line = f"error: {error}"
+        sys.stdout.flush()  # the log first: where both go to one file (a sweep run's log), the verdict ends it
         print(line, file=sys.stderr, flush=True)
         raise BadInput(line) from None
     return True
