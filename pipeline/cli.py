@@ -13,7 +13,10 @@ import sys
 
 from pipeline.errors import PipelineError
 
+EXIT_BAD_INPUT = 2  # the status of every one-line ``error: ...`` exit, from this CLI and from the bundles alike
+
 COMMANDS = {
+    "run": ("pipeline.engine.commands.run", "run a bundle's configs; a bad input anywhere is one line"),
     "datalist": ("pipeline.data.commands.datalist", "build an MSD-style datalist from a folder"),
     "split": ("pipeline.data.commands.split", "write reproducible few-shot splits of a datalist"),
     "demo-data": ("pipeline.data.commands.demo_data", "generate the small synthetic demo dataset"),
@@ -45,9 +48,18 @@ def _module(name: str):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((word for word in argv if word in COMMANDS), None)
-    args = build_parser(command).parse_args(argv)
+    parser = build_parser(command)
+    if command is not None and getattr(_module(COMMANDS[command][0]), "FORWARDS_ARGUMENTS", False):
+        rest = argv[argv.index(command) + 1:]
+        # A command that hands its arguments on (``run``: to MONAI) reads them itself, in order; argparse would
+        # reject the options it does not know. ``--help`` still shows its usage.
+        args = parser.parse_args(argv if {"-h", "--help"} & set(rest) else argv[:len(argv) - len(rest)])
+        args.argv = rest
+    else:
+        args = parser.parse_args(argv)
     try:
         return _module(args._module).run(args) or 0
     except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        sys.stdout.flush()  # the log first: where both go to one file (a sweep run's log), the verdict ends it
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT

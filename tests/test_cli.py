@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from pipeline import cli
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "litemedsam_dka_polyp"
 
 
 def run(*args):
@@ -50,3 +55,37 @@ def test_pipeline_error_is_one_line_without_traceback(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_module", lambda name: Failing)
     assert cli.main(["fail"]) == 2
     assert capsys.readouterr().err == "error: data/x.nii.gz: image and label shapes differ\n"
+
+
+def test_run_hands_its_words_over_in_order(monkeypatch):
+    seen = {}
+    module = cli._module("pipeline.engine.commands.run")
+    monkeypatch.setattr(module, "run", lambda args: seen.setdefault("argv", args.argv) and 0)
+    words = ["--config_file", "['a.json']", "--dataset_dir", "d", "--max_epochs", "3", "--debug"]
+    assert cli.main(["run", *words]) == 0
+    assert seen["argv"] == words
+
+
+def test_run_finds_the_pipeline_error_inside_monais_wrappers(monkeypatch, capsys):
+    """MONAI raises ``RuntimeError("Failed to instantiate ...") from`` the component's error: one line remains."""
+    import monai.bundle.scripts
+
+    from pipeline.errors import PipelineError
+
+    def failing_bundle(**kwargs):
+        try:
+            raise PipelineError("adapter checkpoint runs/x/models/model.pt cannot be read")
+        except PipelineError as error:
+            raise RuntimeError("Failed to instantiate component 'build_network'") from error
+
+    monkeypatch.setattr(monai.bundle.scripts, "run", failing_bundle)
+    assert cli.main(["run", str(BUNDLE), "train", "evaluate", "--dataset_dir", "d"]) == cli.EXIT_BAD_INPUT
+    assert capsys.readouterr().err == "error: adapter checkpoint runs/x/models/model.pt cannot be read\n"
+    with pytest.raises(RuntimeError, match="Failed to instantiate"):
+        cli.main(["run", str(BUNDLE), "train", "evaluate", "--debug"])
+
+
+def test_run_names_a_missing_config():
+    result = run("run", str(BUNDLE), "evaluat")
+    assert result.returncode == cli.EXIT_BAD_INPUT
+    assert result.stderr == f"error: config 'evaluat' not found: {BUNDLE / 'configs' / 'evaluat.json'} does not exist\n"

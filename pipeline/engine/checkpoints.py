@@ -1,26 +1,37 @@
-"""Ignite handlers for the two checkpoints a bundle run writes.
+"""Ignite handlers for the two checkpoints a bundle run writes, and the record of which run owns a run folder.
 
 * :class:`AdapterCheckpoint`: the bundle's model, ``models/model.pt``: only the tensors that trained (adapters and
   head) plus the method/backbone metadata, via :func:`pipeline.peft.save_adapter`; written when validation improves.
-* :class:`ResumeState`: everything a killed run needs to continue where it stopped (trainable tensors, optimizer,
-  scheduler, epoch/iteration, best metric, RNG states), written atomically after every epoch and loaded when the
-  trainer starts if present. The frozen backbone is not in it: it is rebuilt from its own weights.
+* :class:`ResumeState`: everything a killed run needs to continue bit for bit where it stopped (trainable tensors,
+  optimizer, scheduler, epoch/iteration, best metric, early-stopping counter, and every random state: Python's,
+  NumPy's, torch's, CUDA's, each random transform's ``R`` and the data loader's generator), written atomically
+  after every epoch (and every ``every_n_iterations`` iterations when asked) and loaded when the trainer starts.
+  The frozen backbone is not in it: it is rebuilt from its own weights.
+* :func:`claim_run_folder`: ``run.json``, the fingerprint of the run that owns an output folder, so a second run
+  with other data, split, method or settings never continues or overwrites the first one's files by accident.
 
+Every file is read with ``torch.load(weights_only=True)``: a run folder is data, and unpickling arbitrary objects
+from it would run whatever code they name. So the states are kept to tensors, numbers, strings, lists and dicts.
 Under DDP only rank 0 writes; every rank loads.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.transforms import Randomizable, Transform
 
 from pipeline.engine.distributed import is_main_process
 from pipeline.errors import PipelineError
 from pipeline.peft import atomic_save, save_adapter, trainable_state_dict
+
+RUN_RECORD = "run.json"
 
 
 def _inner(network: torch.nn.Module) -> torch.nn.Module:
@@ -43,68 +54,218 @@ class AdapterCheckpoint:
             save_adapter(_inner(self.network), self.path)
 
 
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+def _numpy_state(generator) -> dict:
+    """A NumPy ``RandomState``'s (or the global one's) state as tensors and numbers, which weights_only loads."""
+    _, keys, position, has_gauss, cached = generator.get_state()
+    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position), "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached)}
+
+
+def _set_numpy_state(generator, state: dict) -> None:
+    generator.set_state(("MT19937", state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"],
+                         state["cached_gaussian"]))
+
+
+def _global_rng_state() -> dict:
+    version, internal, gauss = random.getstate()
+    state = {"python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+             "numpy": _numpy_state(np.random), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+def _set_global_rng_state(state: dict) -> None:
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss"]))
+    _set_numpy_state(np.random, state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def random_transforms(transform, _seen: set | None = None) -> list[Randomizable]:
+    """Every object in a transform tree that draws from its own ``R``, in a fixed order: random transforms, the
+    ``Compose`` lists holding them, and the transforms inside them (``RandGaussianNoised`` draws its noise from an
+    inner ``RandGaussianNoise`` with a separate ``R``). Their states advance as batches are loaded, so a resume
+    that skips them repeats the first epoch's random crops, flips or box jitter instead of continuing the
+    sequence."""
+    seen = set() if _seen is None else _seen
+    if id(transform) in seen:
+        return []
+    seen.add(id(transform))
+    if isinstance(transform, (list, tuple)):
+        return [found for item in transform for found in random_transforms(item, seen)]
+    if not isinstance(transform, Transform):
+        return []
+    found = [transform] if isinstance(transform, Randomizable) else []
+    attributes = getattr(transform, "__dict__", {})
+    for name in sorted(attributes):
+        found += random_transforms(attributes[name], seen)
+    return found
+
+
+def _loader_generators(loader) -> list[torch.Generator]:
+    """The explicit generators a data loader shuffles with (none: it then draws from torch's global state)."""
+    sampler = getattr(loader, "sampler", None)
+    found = [getattr(loader, "generator", None), getattr(sampler, "generator", None)]
+    unique = []
+    for generator in found:
+        if generator is not None and all(generator is not other for other in unique):
+            unique.append(generator)
+    return unique
+
+
+def _dataset_transforms(loader) -> list[Randomizable]:
+    """The random transforms of the loader's dataset, whatever its attributes are called (``transform``, or a
+    slice dataset's ``volume_transform`` and ``slice_transform``)."""
+    attributes = getattr(getattr(loader, "dataset", None), "__dict__", {})
+    return [t for name in sorted(attributes) for t in random_transforms(attributes[name])]
+
+
+def _data_rng_state(loader) -> dict:
+    transforms = _dataset_transforms(loader)
+    return {"transforms": [_numpy_state(t.R) for t in transforms],
+            "loader": [g.get_state() for g in _loader_generators(loader)]}
+
+
+def _set_data_rng_state(loader, state: dict, path: Path) -> None:
+    transforms = _dataset_transforms(loader)
+    generators = _loader_generators(loader)
+    if len(transforms) != len(state["transforms"]) or len(generators) != len(state["loader"]):
+        raise PipelineError(f"resume state {path} was written with other training transforms than this run's; "
+                            "pass --overwrite true to start afresh, or another --output_dir")
+    for transform, saved in zip(transforms, state["transforms"]):
+        _set_numpy_state(transform.R, saved)
+    for generator, saved in zip(generators, state["loader"]):
+        generator.set_state(saved)
+
+
+def rng_state(loader=None) -> dict:
+    """All random state a training run draws from: global generators plus the training data's own."""
+    return {**_global_rng_state(), "data": _data_rng_state(loader)}
+
+
+def set_rng_state(state: dict, loader=None, path: Path = Path("resume state")) -> None:
+    _set_global_rng_state(state)
+    _set_data_rng_state(loader, state["data"], path)
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Delete the ``.<name>.tmp`` files :func:`pipeline.peft.atomic_save` leaves when killed mid-write."""
+    for path in Path(folder).glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+
+
+def read_resume_state(path: str | Path) -> dict:
+    """Load a resume state as plain tensors and numbers only; anything else is refused, never executed."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle, zip and torch errors alike; the first line says which
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PipelineError(
+            f"resume state {path} cannot be loaded as plain weights ({reason}); nothing in it was run: "
+            "delete it or pass --overwrite true to start afresh"
+        ) from None
+    if not isinstance(state, dict) or not {"trainer", "network", "optimizer", "rng"} <= set(state):
+        raise PipelineError(f"resume state {path} is not a resume state of this project; delete it or pass "
+                            "--overwrite true to start afresh")
+    return state
 
 
 class ResumeState:
     """Write the full resume state to ``path`` after every epoch; restore it when the trainer starts.
 
     Attach it to the trainer after the ``ValidationHandler`` so the saved best metric includes that epoch's
-    validation. ``evaluator`` is optional: without it the best metric is not carried over.
+    validation. ``evaluator`` and ``early_stop`` are optional: without them the best metric and the early-stopping
+    counter are not carried over. ``every_n_iterations`` > 0 also saves within an epoch (long epochs lose at most
+    that many iterations); such a state also keeps the random state the epoch started with, so the resumed run
+    reloads the epoch's batches already trained on (without training on them) and continues with the very next.
+
+    Each epoch's data iterator is created right after the previous epoch's state is saved (``engine.set_data``),
+    which is also where a resumed run creates its first one. Left to ignite, a straight run would first exhaust the
+    old iterator, and a sampler with its own generator draws once more on exhaustion: the resumed run would then
+    shuffle differently.
     """
 
     def __init__(self, path: str, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 lr_scheduler=None, evaluator: Engine | None = None) -> None:
+                 lr_scheduler=None, evaluator: Engine | None = None, early_stop=None,
+                 every_n_iterations: int = 0) -> None:
         self.path = Path(path)
         self.network = network
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         self.evaluator = evaluator
+        self.early_stop = early_stop
+        self.every_n_iterations = int(every_n_iterations or 0)
+        self._loader = None
+        self._epoch_start: dict | None = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.load)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+        if self.every_n_iterations > 0:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every_n_iterations), self._save_within_epoch)
+
+    def _stopper(self):
+        """Ignite's ``EarlyStopping`` inside MONAI's handler (created once the trainer is set), or ``None``."""
+        return getattr(self.early_stop, "_handler", None)
 
     def state(self, engine: Engine) -> dict:
         state = {
             "epoch": engine.state.epoch,
-            "trainer": engine.state_dict(),
+            "trainer": dict(engine.state_dict()),
             "network": trainable_state_dict(_inner(self.network)),
             "optimizer": self.optimizer.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(self._loader),
         }
         if self.lr_scheduler is not None:
             state["lr_scheduler"] = self.lr_scheduler.state_dict()
         if self.evaluator is not None:
-            state["best_metric"] = self.evaluator.state.best_metric
-            state["best_metric_epoch"] = self.evaluator.state.best_metric_epoch
+            state["best_metric"] = float(self.evaluator.state.best_metric)
+            state["best_metric_epoch"] = int(self.evaluator.state.best_metric_epoch)
+        stopper = self._stopper()
+        if stopper is not None:
+            best = None if stopper.best_score is None else float(stopper.best_score)
+            state["early_stop"] = {"counter": int(stopper.counter), "best_score": best}
         return state
 
     def save(self, engine: Engine) -> None:
+        """The end-of-epoch state; then the next epoch's iterator, from the state just saved."""
         if is_main_process():
             atomic_save(self.state(engine), self.path)
+        if engine.state.epoch < engine.state.max_epochs:
+            self._epoch_start = rng_state(self._loader)
+            self._set_sampler_epoch(engine.state.epoch + 1)
+            engine.set_data(self._loader)
+
+    def _set_sampler_epoch(self, epoch: int) -> None:
+        """Tell a distributed sampler the epoch it is about to serve, as MONAI's workflow does when the epoch
+        starts: an iterator made earlier (with workers, it draws its first indices at once) would else reshuffle
+        as for the previous epoch."""
+        sampler = getattr(self._loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+    def _save_within_epoch(self, engine: Engine) -> None:
+        if engine.state.iteration % engine.state.epoch_length == 0:
+            return  # the end of the epoch: ``save`` writes it after validation
+        if is_main_process():
+            atomic_save({**self.state(engine), "epoch_start_rng": self._epoch_start}, self.path)
 
     def load(self, engine: Engine) -> None:
+        self._loader = engine.state.dataloader
+        if is_main_process():
+            remove_stale_temporaries(self.path.parent)
         if not self.path.is_file():
+            self._epoch_start = rng_state(self._loader)
             return
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        state = read_resume_state(self.path)
         own, saved = trainable_state_dict(_inner(self.network)), state["network"]
         if set(own) != set(saved) or any(own[name].shape != saved[name].shape for name in own):
             raise PipelineError(
                 f"resume state {self.path} was written by a run with other adapters or options than this one; "
-                "pass another --output_dir (or delete that file) to start afresh"
+                "pass another --output_dir (or --overwrite true) to start afresh"
             )
         _inner(self.network).load_state_dict(state["network"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -113,8 +274,101 @@ class ResumeState:
         if self.evaluator is not None and "best_metric" in state:
             self.evaluator.state.best_metric = state["best_metric"]
             self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]
+        if self._stopper() is not None and "early_stop" in state:
+            self._stopper().counter = state["early_stop"]["counter"]
+            self._stopper().best_score = state["early_stop"]["best_score"]
         max_epochs = engine.state.max_epochs
         engine.load_state_dict(state["trainer"])
         engine.state.max_epochs = max_epochs
-        _set_rng_state(state["rng"])
-        engine.logger.info(f"resumed from {self.path} at epoch {engine.state.epoch}")
+        done = engine.state.iteration % engine.state.epoch_length
+        if done and "epoch_start_rng" in state:
+            self._epoch_start = state["epoch_start_rng"]
+            engine.state.dataloader = self._continue_epoch(self._epoch_start, engine.state.epoch + 1, done)
+        set_rng_state(state["rng"], self._loader, self.path)
+        if not done:
+            self._epoch_start = state["rng"]
+        where = f"epoch {engine.state.epoch}" + (f", iteration {engine.state.iteration}" if done else "")
+        engine.logger.info(f"resumed from {self.path} at {where}")
+
+    def _continue_epoch(self, epoch_start: dict, epoch: int, done: int) -> _ContinuedEpoch:
+        """Replay the interrupted epoch's first ``done`` batches from its starting random state, so the next batch
+        is the one the killed run would have trained on; ignite then counts the epoch from ``done``."""
+        set_rng_state(epoch_start, self._loader, self.path)
+        self._set_sampler_epoch(epoch)
+        iterator = iter(self._loader)
+        for _ in range(done):
+            next(iterator)
+        return _ContinuedEpoch(self._loader, iterator)
+
+
+class _ContinuedEpoch:
+    """The training data for a run resumed within an epoch: the replayed iterator once, then the loader itself."""
+
+    def __init__(self, loader, iterator) -> None:
+        self.loader, self._iterator = loader, iterator
+
+    def __iter__(self):
+        iterator, self._iterator = self._iterator, None
+        return iterator if iterator is not None else iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+
+def _fingerprint(settings: dict) -> dict:
+    """``settings`` as JSON-comparable values: the split becomes a hash of its content, the data folder absolute."""
+    record = {}
+    for key, value in settings.items():
+        if key == "split":
+            text = json.dumps(value, sort_keys=True, default=str)
+            value = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+        elif key == "dataset_dir" and value is not None:
+            value = str(Path(value).resolve())
+        record[key] = json.loads(json.dumps(value, default=str))
+    return record
+
+
+def _differences(old: dict, new: dict) -> str:
+    keys = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    return "; ".join(f"{key}: {old.get(key, '(unset)')!r} there, {new.get(key, '(unset)')!r} now" for key in keys[:4])
+
+
+def claim_run_folder(output_dir: str, settings: dict, resume: bool = False, overwrite: bool = False,
+                     owned: tuple[str, ...] = ("split.json", "models/resume.pt", "models/model.pt")) -> dict:
+    """Make ``output_dir`` this run's: record its fingerprint in ``run.json``, or refuse a folder another run owns.
+
+    A folder whose ``run.json`` matches ``settings`` is this run's own (rerunning a killed command continues it).
+    A folder written with other settings (or holding ``owned`` files without a ``run.json``) stops the run, so a
+    split, a model or a resume state is never silently mixed with another run's, unless ``resume`` (continue it
+    with the new settings: e.g. more epochs or another learning rate) or ``overwrite`` (delete its resume state and
+    model and start afresh). Returns the fingerprint written.
+    """
+    from pipeline.data.datalist import write_json
+
+    if resume and overwrite:
+        raise PipelineError("pass either --resume true or --overwrite true, not both")
+    folder = Path(output_dir)
+    record_path = folder / RUN_RECORD
+    fingerprint = _fingerprint(settings)
+    if record_path.is_file():
+        try:
+            previous = json.loads(record_path.read_text()).get("fingerprint", {})
+        except (json.JSONDecodeError, AttributeError) as error:
+            raise PipelineError(f"{record_path} is not a run record ({error}); delete it or pass another "
+                                "--output_dir") from None
+        conflict = _differences(previous, fingerprint) if previous != fingerprint else ""
+    else:
+        leftovers = [name for name in owned if (folder / name).exists()]
+        conflict = f"it holds {', '.join(leftovers)} of a run without {RUN_RECORD}" if leftovers else ""
+    if conflict and not (resume or overwrite):
+        raise PipelineError(
+            f"output_dir {folder} belongs to another run ({conflict}): pass --resume true to continue it with "
+            "these settings, --overwrite true to start afresh there, or another --output_dir"
+        )
+    if overwrite:
+        for name in owned:
+            if name != "split.json":
+                (folder / name).unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json({"fingerprint": fingerprint}, record_path)
+    return fingerprint

@@ -2,17 +2,29 @@
 
 ``python -m monai.bundle run`` wraps every exception raised while instantiating a component in a ``RuntimeError``
 and prints the whole chained stack trace, so a plain :class:`PipelineError` would end the output with MONAI's
-wrapper message. :func:`check_bundle_arguments` instead stops the run with ``SystemExit``, which MONAI does not
-catch: the user sees exactly one line, ``error: <what is wrong>``, and exit status 1. Library callers use
-:func:`check_arguments`, which raises the :class:`PipelineError` itself.
+wrapper message. The ``check_bundle_*`` functions instead print ``error: <what is wrong>`` on stderr and stop the
+run with :class:`BadInput`, a ``SystemExit`` that MONAI does not catch: the user sees exactly that one line and
+exit status :data:`pipeline.cli.EXIT_BAD_INPUT`, the status ``python -m pipeline`` gives for the same error.
+Library callers use the plain ``check_*`` functions, which raise the :class:`PipelineError` itself.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+from pipeline.cli import EXIT_BAD_INPUT
 from pipeline.errors import PipelineError
 from pipeline.peft import METHODS
+
+# What each numeric setting must be: (type, smallest allowed value). ``checkpoint_every_n_iterations`` 0 means off.
+SETTINGS = {
+    "max_epochs": (int, 1), "batch_size": (int, 1), "val_interval": (int, 1), "patience": (int, 1),
+    "image_size": (int, 1), "num_workers": (int, 0), "seed": (int, 0), "checkpoint_every_n_iterations": (int, 0),
+    "lr": (float, 0.0), "adapter_lr": (float, 0.0), "head_lr": (float, 0.0),
+}
+FLAGS = ("resume", "overwrite")
+TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
 
 
 def check_arguments(dataset_dir: str | None, method: str | None = None, split: str | None = None,
@@ -46,13 +58,77 @@ def check_checkpoint(checkpoint: str | None, hint: str, required: bool = True) -
         raise PipelineError(f"checkpoint {checkpoint} does not exist (--checkpoint; {hint})")
 
 
+class BadInput(SystemExit):
+    """Ends a bundle run with status :data:`EXIT_BAD_INPUT` after its one line was printed; ``str()`` is that line."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(EXIT_BAD_INPUT)
+        self.line = line
+
+    def __str__(self) -> str:
+        return self.line
+
+
 def _ending_the_run(check, **arguments) -> bool:
-    """Run ``check``; a :class:`PipelineError` ends the bundle run with its one-line message."""
+    """Run ``check``; a :class:`PipelineError` ends the bundle run with its one-line message on stderr."""
     try:
         check(**arguments)
     except PipelineError as error:
-        raise SystemExit(f"error: {error}") from None
+        line = f"error: {error}"
+        sys.stdout.flush()  # the log first: where both go to one file (a sweep run's log), the verdict ends it
+        print(line, file=sys.stderr, flush=True)
+        raise BadInput(line) from None
     return True
+
+
+def flag(name: str, value) -> bool:
+    """A yes/no setting as given on the command line (``--resume true``) or in JSON."""
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in TRUE + FALSE:
+        return str(value).strip().lower() in TRUE
+    raise PipelineError(f"{name} must be true or false (--{name}), got {value!r}")
+
+
+def check_settings(method: str | None = None, method_options: dict | None = None, **settings) -> None:
+    """Raise :class:`PipelineError` for the first setting of the wrong type or out of range (see :data:`SETTINGS`),
+    a yes/no flag that is neither, or method options the method refuses (``r: 0``, an unknown option)."""
+    from pipeline.peft.methods import build_method
+
+    for name, value in settings.items():
+        if name in FLAGS:
+            flag(name, value)
+            continue
+        kind, smallest = SETTINGS[name]
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        number = whole or (isinstance(value, float) and kind is float)
+        if not number or value < smallest or (kind is float and value == smallest):
+            wanted = f"a whole number >= {smallest}" if kind is int else f"a number > {smallest:g}"
+            raise PipelineError(f"{name} must be {wanted} (--{name}), got {value!r}")
+    if method_options is not None and not isinstance(method_options, dict):
+        raise PipelineError(
+            f"method_options must be a mapping such as {{'r': 8}} (--method_options), got {method_options!r}")
+    if method in METHODS:
+        try:
+            build_method(method, **(method_options or {}))
+        except PipelineError as error:
+            raise PipelineError(f"--method_options: {error}") from None
+
+
+def check_bundle_settings(**settings) -> bool:
+    """:func:`check_settings` for a bundle config: a bad setting ends the run with its one-line message."""
+    return _ending_the_run(check_settings, **settings)
+
+
+def check_bundle_run_folder(output_dir: str, settings: dict, resume=False, overwrite=False) -> bool:
+    """:func:`pipeline.engine.checkpoints.claim_run_folder` for a bundle config: a folder that belongs to another
+    run ends this one with one line saying so."""
+    from pipeline.engine.checkpoints import claim_run_folder
+
+    def claim() -> None:
+        claim_run_folder(output_dir, settings, resume=flag("resume", resume), overwrite=flag("overwrite", overwrite))
+
+    return _ending_the_run(claim)
 
 
 def check_bundle_arguments(**arguments) -> bool:

@@ -34,12 +34,24 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: t.detach().cpu().clone() for n, t in sorted(tensors.items())}
 
 
+def _user_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (``tempfile.mkstemp`` always makes 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename: a crash never leaves half a file."""
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename: a crash never leaves half a file.
+
+    The file gets the user's normal mode, not the temporary file's private 0600, so whoever may read the run
+    folder (a group, a container running as another user) can read its checkpoints too.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, _user_file_mode())
         with os.fdopen(handle, "wb") as stream:
             torch.save(obj, stream)
             stream.flush()

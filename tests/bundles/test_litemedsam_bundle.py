@@ -14,6 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.cli import EXIT_BAD_INPUT
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "litemedsam_dka_polyp" / "configs"
 ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
@@ -48,7 +50,7 @@ def test_train_resume_evaluate_infer_on_real_kvasir(kvasir_split, tmp_path):
     first = bundle("train.json", max_epochs=1, **common)
     assert first.returncode == 0, first.stderr[-3000:]
     model = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
-    resume = torch.load(tmp_path / "models" / "resume.pt", weights_only=False)
+    resume = torch.load(tmp_path / "models" / "resume.pt", weights_only=True)
     assert resume["epoch"] == 1
     assert set(model["state_dict"]) == set(resume["network"]), "the model checkpoint holds only trainable tensors"
     assert not any(name.startswith("image_encoder.") and ".adapter" not in name and "lora" not in name
@@ -58,7 +60,7 @@ def test_train_resume_evaluate_infer_on_real_kvasir(kvasir_split, tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     log = second.stdout + second.stderr
     assert "resumed from" in log and "at epoch 1" in log
-    assert torch.load(tmp_path / "models" / "resume.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(tmp_path / "models" / "resume.pt", weights_only=True)["epoch"] == 2
 
     evaluation = bundle("train.json", "evaluate.json", **common)
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
@@ -97,7 +99,7 @@ def test_bad_overrides_end_with_one_clear_line(overrides, message, tmp_path):
         split.write_text(json.dumps({"training": [{"image": "images/gone.jpg", "label": "masks/gone.jpg"}]}))
         overrides = {"dataset_dir": tmp_path, "split": split}
     result = bundle("train.json", output_dir=tmp_path / "out", **overrides)
-    assert result.returncode == 1
+    assert result.returncode == EXIT_BAD_INPUT
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last
     assert "Traceback" not in result.stderr

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.cli import EXIT_BAD_INPUT
+
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "swin_unetr_dka_hippocampus"
 CONFIGS = BUNDLE / "configs"
@@ -77,7 +79,7 @@ def test_train_resume_evaluate_infer_on_real_hippocampus(shared_data, tmp_path):
     first = bundle("train.json", max_epochs=1, val_interval=1, **common)
     assert first.returncode == 0, first.stderr[-3000:]
     model = torch.load(models / "model.pt", weights_only=True)
-    resume = torch.load(models / "resume.pt", weights_only=False)
+    resume = torch.load(models / "resume.pt", weights_only=True)
     assert resume["epoch"] == 1
     assert model["method"] == "dka" and set(model["state_dict"]) == set(resume["network"])
     encoder = [k for k in model["state_dict"] if k.startswith("swinViT.")]
@@ -88,7 +90,7 @@ def test_train_resume_evaluate_infer_on_real_hippocampus(shared_data, tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     log = second.stdout + second.stderr
     assert "resumed from" in log and "at epoch 1" in log
-    assert torch.load(models / "resume.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(models / "resume.pt", weights_only=True)["epoch"] == 2
 
     # evaluate and infer read the same checkpoint and write to different folders: run them side by side
     test_image = root / json.loads(split.read_text())["test"][0]["image"]
@@ -147,7 +149,7 @@ def test_the_bundles_argument_check_names_the_bad_override(overrides, message, e
 def test_bad_override_ends_the_cli_run_with_one_clear_line(empty_msd_folder):
     root, split = empty_msd_folder
     result = bundle("train.json", dataset_dir=root, split=split, output_dir=root / "out")
-    assert result.returncode == 1
+    assert result.returncode == EXIT_BAD_INPUT
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: split file") and "names image 'imagesTr/gone.nii.gz', which does not exist" in last
     assert "Traceback" not in result.stderr
