@@ -79,19 +79,25 @@ def test_trainable_parameters_match_the_closed_form(backbone, method):
     assert report.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_zero_init_leaves_the_output_unchanged(backbone, method):
+def outputs_before_and_after(backbone: str, method: str, **options) -> tuple[torch.Tensor, torch.Tensor]:
     model, image = build(backbone)
     model.eval()
     with torch.no_grad():
         before = model(image)
-    options = {"init": "zero"} if method in BLOCK_METHODS else {}
     apply_peft(model, method, **options)
     model.eval()
     with torch.no_grad():
-        after = model(image)
+        return before, model(image)
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("method", BLOCK_METHODS)
+def test_zero_init_leaves_the_output_unchanged_and_default_init_changes_it(backbone, method):
+    """Only block adapters add a branch that ``init`` sets; the default init must be visible, or zero proves nothing."""
+    before, after = outputs_before_and_after(backbone, method, init="zero")
     torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
+    before, after = outputs_before_and_after(backbone, method, init="default")
+    assert (after - before).abs().max() > 1e-4, "with init='default' the adapter branch must change the output"
 
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
@@ -114,7 +120,7 @@ def test_one_step_changes_trainable_tensors_only(backbone, method):
     assert moved <= changed
 
 
-def test_dka_default_is_the_paper_layer():
+def test_dka_default_is_the_paper_layer_with_pytorch_init():
     model, _ = build("sam_vit")
     report = apply_peft(model, "dka")
     assert report.state.layers == [2, 3]
@@ -122,7 +128,9 @@ def test_dka_default_is_the_paper_layer():
     adapter = block.adapter
     assert block.placement == "parallel"
     assert [tuple(conv.weight.shape[2:]) for conv in adapter.convs] == [(51, 51), (5, 5)]
-    assert adapter.up.weight.abs().sum() > 0, "paper init is PyTorch's default, not zero"
+    assert adapter.up.weight.abs().sum() > 0, "DKA's default init is PyTorch's, not zero"
+    assert report.state.options["init"] == "default"
+    assert apply_peft(build("sam_vit")[0], "dka", init="paper").state.options["init"] == "default", "old alias"
     assert adapter.drop.p == 0.1
 
 
@@ -137,7 +145,7 @@ def test_sequential_placement_adapts_the_block_output():
 
 def test_cls_token_bypasses_the_convolutions():
     model, _ = build("vit_cls")
-    apply_peft(model, "lka", layers=[0], init="paper")
+    apply_peft(model, "lka", layers=[0], init="default")
     adapter = model.get_submodule("vit.blocks.0").adapter
     adapter.eval()
     tokens = torch.randn(1, 17, 32)
