@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.peft.backbones import SamViT, Swin
 from pipeline.errors import PipelineError
 from pipeline.peft import apply_peft, load_adapter, param_groups, save_adapter, trainable_state_dict
+from tests.peft.backbones import SamViT, Swin
 
 
 def trained(method: str, factory=SamViT, shape=(2, 3, 64, 64), **options):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from tests.peft.backbones import BACKBONES, TinyViTEncoder
 from pipeline.errors import PipelineError
 from pipeline.peft import METHODS, apply_peft, param_groups
+from tests.peft.backbones import BACKBONES, TinyViTEncoder
 
 BLOCK_METHODS = ("dka", "lka", "adapter", "adaptformer", "convpass", "telescopic")
 
