@@ -10,6 +10,7 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.peft import METHODS, apply_peft, param_groups
+from pipeline.peft.modules import AdaptedBlock, TokenBottleneck
 from tests.peft.backbones import BACKBONES, TinyViTEncoder
 
 BLOCK_METHODS = ("dka", "lka", "adapter", "adaptformer", "convpass", "telescopic")
@@ -132,6 +133,36 @@ def test_dka_default_is_the_paper_layer_with_pytorch_init():
     assert report.state.options["init"] == "default"
     assert apply_peft(build("sam_vit")[0], "dka", init="paper").state.options["init"] == "default", "old alias"
     assert adapter.drop.p == 0.1
+
+
+def test_parallel_placement_adapts_the_block_input():
+    model, _ = build("sam_vit")
+    apply_peft(model, "dka", layers=[0], init="default")
+    block = model.get_submodule("encoder.blocks.0").eval()
+    x = torch.randn(2, 8, 8, 32)
+    out = block.base(x)
+    torch.testing.assert_close(block(x), out + block.adapter(x))
+    assert not torch.allclose(block(x), out + block.adapter(out)), "the two placements must differ on this input"
+
+
+def test_adapted_block_reads_through_to_the_wrapped_block():
+    base = nn.Linear(4, 4)
+    base.input_resolution = (2, 2)
+    block = AdaptedBlock(base, nn.Identity(), "parallel")
+    assert block.input_resolution == (2, 2) and block.in_features == 4
+    with pytest.raises(AttributeError):
+        block.no_such_attribute  # noqa: B018
+
+
+def test_token_bottleneck_defaults_and_scales():
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 5, 8)
+    plain = TokenBottleneck(8, 4).train()
+    torch.testing.assert_close(plain(tokens), plain.up(plain.act(plain.down(tokens))), msg="no dropout, no norm, x1")
+    assert [n for n, _ in plain.named_parameters() if "scale" in n] == [] and "scale" not in plain.state_dict()
+    scaled = TokenBottleneck(8, 4, scale=0.1, learnable_scale=True).eval()
+    assert isinstance(scaled.scale, nn.Parameter) and scaled.scale.item() == pytest.approx(0.1)
+    torch.testing.assert_close(scaled(tokens), 0.1 * scaled.up(scaled.act(scaled.down(tokens))))
 
 
 def test_sequential_placement_adapts_the_block_output():
