@@ -4,8 +4,9 @@ Each mutant changes one AST node of one file: a comparison operator flipped (``<
 ``in`` ↔ ``not in``, ``is`` ↔ ``is not``), a number ``c`` replaced by ``c + 1``, ``and`` ↔ ``or``, a returned value
 replaced by ``None``, or an ``if`` condition negated. The mutant is written over the file, the given pytest
 selection runs against it (with a timeout: a hang counts as killed), and the file is restored byte for byte with its
-modification time. Mutants the selection still passes are printed as ``file:line: mutation``; each one is either a
-missing test or a change that does not matter (an equivalent mutant), which only a reader can tell apart.
+modification time. Mutants the selection still passes are printed as ``file:line: mutation (column c)``; each
+one is either a missing test or a change that does not matter (an equivalent mutant), which only a reader can tell
+apart.
 
     python tools/mutate.py --files pipeline/engine/prompts.py --max-mutants 40 -- tests/engine/test_prompt_jitter.py
 
@@ -32,7 +33,7 @@ FLIPPED = {
     ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
     ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is,
 }
-Mutant = tuple[int, str, Callable[[], None]]  # line, description, the in-place change
+Mutant = tuple[int, str, Callable[[], None]]  # line, description (with the column), the in-place change
 
 
 def symbol(op: ast.AST) -> str:
@@ -60,7 +61,8 @@ def node_mutants(node: ast.AST) -> Iterator[tuple[str, Callable[[], None]]]:
 def mutants(tree: ast.Module) -> list[Mutant]:
     """Every mutation of ``tree`` in source order; calling a mutant's change edits ``tree`` in place."""
     nodes = sorted((n for n in ast.walk(tree) if hasattr(n, "lineno")), key=lambda n: (n.lineno, n.col_offset))
-    return [(node.lineno, description, change) for node in nodes for description, change in node_mutants(node)]
+    return [(node.lineno, f"{description} (column {node.col_offset + 1})", change)
+            for node in nodes for description, change in node_mutants(node)]
 
 
 def mutant_source(source: str, index: int) -> tuple[int, str, str]:
