@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pipeline.engine.inferers import ObjectBoxInferer
 from pipeline.engine.prompts import PromptBoxd
 from pipeline.engine.verification import WholeImageBox
+from pipeline.errors import PipelineError
 
 
 def synthetic_label() -> torch.Tensor:
@@ -60,3 +62,17 @@ def test_jittered_box_is_reproducible_for_a_seed_and_tight_without_jitter():
     second = PromptBoxd(jitter=4).set_random_state(7)({"label": label})
     assert torch.equal(first["box"], second["box"]) and first["box"].shape == (4,)
     assert PromptBoxd()({"label": label})["box"].tolist() == [5.0, 3.0, 11.0, 7.0]
+
+
+def test_without_a_label_the_whole_image_is_the_box_and_prompt_free_items_pass_through():
+    image = torch.zeros(3, 40, 60)
+    assert PromptBoxd()({"image": image})["box"].tolist() == [0.0, 0.0, 59.0, 39.0]
+    assert PromptBoxd(per_object=True)({"image": image})["box"].tolist() == [[0.0, 0.0, 59.0, 39.0]]
+    item = {"image": image, "label": synthetic_label()}
+    out = PromptBoxd(prompt="none")(item)
+    assert out.keys() == item.keys() and out["label"] is item["label"], "prompt-free models get no box key"
+
+
+def test_a_label_without_foreground_is_one_clear_error():
+    with pytest.raises(PipelineError, match="label 0 of the batch has no foreground"):
+        PromptBoxd(min_pixels=4)({"label": torch.zeros(1, 40, 60)})
