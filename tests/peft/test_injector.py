@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.peft import METHODS, apply_peft, param_groups
+from pipeline.peft.methods import build_method
 from pipeline.peft.modules import AdaptedBlock, TokenBottleneck
 from tests.peft.backbones import BACKBONES, TinyViTEncoder
 
@@ -237,6 +239,20 @@ def test_bad_arguments_raise_one_clear_error(call, message):
         call(model)
     assert message in str(error.value)
     assert not any(type(m).__name__ == "AdaptedBlock" for m in model.modules()), "a failed call changed the model"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [({"r": 0}, "r must be a positive integer, got 0"), ({"r": True}, "r must be a positive integer, got True"),
+     ({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
+     ({"dropout": -0.1}, "dropout must be in [0, 1), got -0.1"),
+     ({"dropout": "0.1"}, "dropout must be in [0, 1), got '0.1'")],
+)
+def test_option_bounds_are_exact(options, message):
+    """The smallest valid values pass, the first invalid ones do not (no model needed: options check themselves)."""
+    assert build_method("dka", r=1, dropout=0.0).r == 1
+    with pytest.raises(PipelineError, match=re.escape(message)):
+        build_method("dka", **options)
 
 
 def test_applying_twice_is_refused():
