@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import pytest
+
 from pipeline import cli
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "litemedsam_dka_polyp"
@@ -18,10 +20,25 @@ def run(*args):
     return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=120)
 
 
-def test_every_registered_command_module_has_the_command_interface():
-    for name, (module_name, _) in cli.COMMANDS.items():
-        module = cli._module(module_name)
-        assert callable(module.add_arguments) and callable(module.run), name
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_every_command_builds_its_parser_and_prints_its_help(name, capsys):
+    """Imports the command's module and runs its ``add_arguments``: a broken command fails here, not in the field."""
+    with pytest.raises(SystemExit) as exit:
+        cli.main([name, "--help"])
+    assert exit.value.code == 0
+    help_text = capsys.readouterr().out
+    assert help_text.startswith(f"usage: python -m pipeline {name}"), help_text[:200]
+    assert cli.COMMANDS[name][1] in help_text, "the command's description heads its help"
+
+
+def test_methods_command_prints_every_method_with_its_defaults(capsys):
+    from pipeline.peft import METHODS
+
+    assert cli.main(["methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[::2]] == list(METHODS)
+    dka = lines[2 * list(METHODS).index("dka") + 1]
+    assert "kernel_large=51" in dka and "init='default'" in dka and "placement='parallel'" in dka
 
 
 def test_help_lists_every_command():

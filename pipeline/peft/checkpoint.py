@@ -15,6 +15,7 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.peft.injector import apply_peft, peft_state_of
+from pipeline.peft.methods import build_method
 
 FORMAT = "pipeline-adapter/1"
 
@@ -98,6 +99,8 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         apply_peft(inner, payload["method"], layers=payload["layers"], **payload["options"])
     expected = peft_state_of(inner).describe()
     found = {key: payload[key] for key in expected}
+    if found["method"] == expected["method"]:  # options as the method spells them now (old aliases such as "paper")
+        found["options"] = build_method(found["method"], **found["options"]).options()
     for key in ("backbone", "method", "layers", "options"):
         if expected[key] != found[key]:
             raise PipelineError(f"{path} was made for {key} {found[key]!r}, but this model has {expected[key]!r}")

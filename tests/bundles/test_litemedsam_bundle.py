@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from pipeline.cli import EXIT_BAD_INPUT
+from pipeline.engine.network import build_network
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "litemedsam_dka_polyp" / "configs"
@@ -53,8 +54,10 @@ def test_train_resume_evaluate_infer_on_real_kvasir(kvasir_split, tmp_path):
     resume = torch.load(tmp_path / "models" / "resume.pt", weights_only=True)
     assert resume["epoch"] == 1
     assert set(model["state_dict"]) == set(resume["network"]), "the model checkpoint holds only trainable tensors"
-    assert not any(name.startswith("image_encoder.") and ".adapter" not in name and "lora" not in name
-                   for name in model["state_dict"] if "blocks" not in name), "no frozen encoder tensors"
+    fresh = build_network("litemedsam", method="dka", layers="middle", checkpoint=None, num_classes=1, prompt="box")
+    trainable = {name for name, p in fresh.named_parameters() if p.requires_grad}
+    assert trainable == {*fresh.peft_state.adapter, *fresh.peft_state.head}
+    assert set(model["state_dict"]) == trainable, "the checkpoint holds exactly the adapter and head tensors"
 
     second = bundle("train.json", max_epochs=2, **common)
     assert second.returncode == 0, second.stderr[-3000:]

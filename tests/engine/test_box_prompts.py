@@ -8,6 +8,7 @@ import torch
 from pipeline.engine.inferers import ObjectBoxInferer
 from pipeline.engine.prompts import PromptBoxd
 from pipeline.engine.verification import WholeImageBox
+from pipeline.errors import PipelineError
 
 
 def synthetic_label() -> torch.Tensor:
@@ -72,3 +73,13 @@ def test_an_empty_label_names_its_file_instead_of_giving_a_box():
     with pytest.raises(PipelineError, match=r"masks/frame_without_polyp.png: the label is empty, so no box prompt"):
         PromptBoxd()({"label": label})
     assert "box" not in PromptBoxd(prompt="none")({"label": label}), "prompt-free runs take empty labels"
+
+
+def test_without_a_label_the_whole_image_is_the_box_and_prompt_free_items_pass_through():
+    image = torch.zeros(3, 40, 60)
+    assert PromptBoxd()({"image": image})["box"].tolist() == [0.0, 0.0, 59.0, 39.0]
+    assert PromptBoxd(per_object=True)({"image": image})["box"].tolist() == [[0.0, 0.0, 59.0, 39.0]]
+    item = {"image": image, "label": synthetic_label()}
+    out = PromptBoxd(prompt="none")(item)
+    assert out.keys() == item.keys() and out["label"] is item["label"], "prompt-free models get no box key"
+

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.peft.backbones import SamViT, Swin
 from pipeline.errors import PipelineError
 from pipeline.peft import apply_peft, load_adapter, param_groups, save_adapter, trainable_state_dict
+from tests.peft.backbones import SamViT, Swin
 
 
 def trained(method: str, factory=SamViT, shape=(2, 3, 64, 64), **options):
@@ -76,6 +76,26 @@ def test_refuses_other_options(tmp_path):
     apply_peft(other, "dka")
     with pytest.raises(PipelineError, match="was made for options"):
         load_adapter(other, path)
+
+
+def test_loads_a_checkpoint_that_spells_the_default_init_paper(tmp_path):
+    """Checkpoints written before ``init="paper"`` was renamed ``"default"`` still load, onto either kind of model."""
+    model, image = trained("dka")
+    payload = torch.load(save_adapter(model, tmp_path / "new.pt"), weights_only=True)
+    assert payload["options"]["init"] == "default"
+    payload["options"]["init"] = "paper"
+    torch.save(payload, tmp_path / "old.pt")
+    restored = load_adapter(fresh(), tmp_path / "old.pt").eval()
+    assert restored.peft_state.options["init"] == "default"
+    with torch.no_grad():
+        assert torch.equal(restored(image), model(image))
+    applied = fresh()
+    apply_peft(applied, "dka")
+    load_adapter(applied, tmp_path / "old.pt")
+    payload["options"]["init"] = "zero"
+    torch.save(payload, tmp_path / "zero.pt")
+    with pytest.raises(PipelineError, match="was made for options"):
+        load_adapter(applied, tmp_path / "zero.pt")
 
 
 def test_refuses_another_backbone(tmp_path):

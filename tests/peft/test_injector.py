@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 from torch import nn
 
-from tests.peft.backbones import BACKBONES, TinyViTEncoder
 from pipeline.errors import PipelineError
 from pipeline.peft import METHODS, apply_peft, param_groups
+from pipeline.peft.methods import build_method
+from pipeline.peft.modules import AdaptedBlock, TokenBottleneck
+from tests.peft.backbones import BACKBONES, TinyViTEncoder
 
 BLOCK_METHODS = ("dka", "lka", "adapter", "adaptformer", "convpass", "telescopic")
 
@@ -79,19 +82,25 @@ def test_trainable_parameters_match_the_closed_form(backbone, method):
     assert report.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_zero_init_leaves_the_output_unchanged(backbone, method):
+def outputs_before_and_after(backbone: str, method: str, **options) -> tuple[torch.Tensor, torch.Tensor]:
     model, image = build(backbone)
     model.eval()
     with torch.no_grad():
         before = model(image)
-    options = {"init": "zero"} if method in BLOCK_METHODS else {}
     apply_peft(model, method, **options)
     model.eval()
     with torch.no_grad():
-        after = model(image)
+        return before, model(image)
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("method", BLOCK_METHODS)
+def test_zero_init_leaves_the_output_unchanged_and_default_init_changes_it(backbone, method):
+    """Only block adapters add a branch that ``init`` sets; the default init must be visible, or zero proves nothing."""
+    before, after = outputs_before_and_after(backbone, method, init="zero")
     torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
+    before, after = outputs_before_and_after(backbone, method, init="default")
+    assert (after - before).abs().max() > 1e-4, "with init='default' the adapter branch must change the output"
 
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
@@ -114,7 +123,7 @@ def test_one_step_changes_trainable_tensors_only(backbone, method):
     assert moved <= changed
 
 
-def test_dka_default_is_the_paper_layer():
+def test_dka_default_is_the_paper_layer_with_pytorch_init():
     model, _ = build("sam_vit")
     report = apply_peft(model, "dka")
     assert report.state.layers == [2, 3]
@@ -122,8 +131,40 @@ def test_dka_default_is_the_paper_layer():
     adapter = block.adapter
     assert block.placement == "parallel"
     assert [tuple(conv.weight.shape[2:]) for conv in adapter.convs] == [(51, 51), (5, 5)]
-    assert adapter.up.weight.abs().sum() > 0, "paper init is PyTorch's default, not zero"
+    assert adapter.up.weight.abs().sum() > 0, "DKA's default init is PyTorch's, not zero"
+    assert report.state.options["init"] == "default"
+    assert apply_peft(build("sam_vit")[0], "dka", init="paper").state.options["init"] == "default", "old alias"
     assert adapter.drop.p == 0.1
+
+
+def test_parallel_placement_adapts_the_block_input():
+    model, _ = build("sam_vit")
+    apply_peft(model, "dka", layers=[0], init="default")
+    block = model.get_submodule("encoder.blocks.0").eval()
+    x = torch.randn(2, 8, 8, 32)
+    out = block.base(x)
+    torch.testing.assert_close(block(x), out + block.adapter(x))
+    assert not torch.allclose(block(x), out + block.adapter(out)), "the two placements must differ on this input"
+
+
+def test_adapted_block_reads_through_to_the_wrapped_block():
+    base = nn.Linear(4, 4)
+    base.input_resolution = (2, 2)
+    block = AdaptedBlock(base, nn.Identity(), "parallel")
+    assert block.input_resolution == (2, 2) and block.in_features == 4
+    with pytest.raises(AttributeError):
+        block.no_such_attribute  # noqa: B018
+
+
+def test_token_bottleneck_defaults_and_scales():
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 5, 8)
+    plain = TokenBottleneck(8, 4).train()
+    torch.testing.assert_close(plain(tokens), plain.up(plain.act(plain.down(tokens))), msg="no dropout, no norm, x1")
+    assert [n for n, _ in plain.named_parameters() if "scale" in n] == [] and "scale" not in plain.state_dict()
+    scaled = TokenBottleneck(8, 4, scale=0.1, learnable_scale=True).eval()
+    assert isinstance(scaled.scale, nn.Parameter) and scaled.scale.item() == pytest.approx(0.1)
+    torch.testing.assert_close(scaled(tokens), 0.1 * scaled.up(scaled.act(scaled.down(tokens))))
 
 
 def test_sequential_placement_adapts_the_block_output():
@@ -137,7 +178,7 @@ def test_sequential_placement_adapts_the_block_output():
 
 def test_cls_token_bypasses_the_convolutions():
     model, _ = build("vit_cls")
-    apply_peft(model, "lka", layers=[0], init="paper")
+    apply_peft(model, "lka", layers=[0], init="default")
     adapter = model.get_submodule("vit.blocks.0").adapter
     adapter.eval()
     tokens = torch.randn(1, 17, 32)
@@ -198,6 +239,20 @@ def test_bad_arguments_raise_one_clear_error(call, message):
         call(model)
     assert message in str(error.value)
     assert not any(type(m).__name__ == "AdaptedBlock" for m in model.modules()), "a failed call changed the model"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [({"r": 0}, "r must be a positive integer, got 0"), ({"r": True}, "r must be a positive integer, got True"),
+     ({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
+     ({"dropout": -0.1}, "dropout must be in [0, 1), got -0.1"),
+     ({"dropout": "0.1"}, "dropout must be in [0, 1), got '0.1'")],
+)
+def test_option_bounds_are_exact(options, message):
+    """The smallest valid values pass, the first invalid ones do not (no model needed: options check themselves)."""
+    assert build_method("dka", r=1, dropout=0.0).r == 1
+    with pytest.raises(PipelineError, match=re.escape(message)):
+        build_method("dka", **options)
 
 
 def test_applying_twice_is_refused():

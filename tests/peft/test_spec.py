@@ -55,5 +55,15 @@ def test_hierarchical_backbone_split_by_stage():
 
 def test_explicit_indices_sorted_unique_and_negative():
     assert select_blocks(spec([0] * 6), [5, 1, -1]) == [1, 5]
-    with pytest.raises(PipelineError, match=r"layer indices \[6\] are out of range: toy has 6 blocks"):
+    with pytest.raises(PipelineError, match=r"layer indices \[6\] are out of range: toy has 6 blocks \(0\.\.5\)$"):
         select_blocks(spec([0] * 6), [0, 6])
+    assert select_blocks(spec([0] * 6), -2) == [4], "a single index is a list of one"
+
+
+def test_bad_layer_names_and_empty_lists_are_refused():
+    with pytest.raises(PipelineError, match="layers must be one of bottom, middle, top, all or block indices, got 'mi"):
+        select_blocks(spec([0] * 6), "mid")
+    with pytest.raises(PipelineError, match="layers is an empty list"):
+        select_blocks(spec([0] * 6), [])
+    with pytest.raises(PipelineError, match=r"layer indices \['1'\] are out of range"):
+        select_blocks(spec([0] * 6), ["1"])

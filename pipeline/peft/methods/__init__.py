@@ -33,7 +33,8 @@ def build_method(method: str, placement: str | None = None, **options) -> Method
     known = set(cls.__dataclass_fields__)
     unknown = sorted(set(options) - known)
     if unknown:
-        raise PipelineError(f"{method} has no option {', '.join(unknown)}; its options are {', '.join(sorted(known)) or 'none'}")
+        listed = ", ".join(sorted(known)) or "none"
+        raise PipelineError(f"{method} has no option {', '.join(unknown)}; its options are {listed}")
     config = cls(**options)
     config.validate()
     return config

@@ -15,7 +15,11 @@ from pipeline.errors import PipelineError
 from pipeline.peft.modules import PLACEMENTS, AdaptedBlock, zero_up_projection
 from pipeline.peft.spec import BlockSite
 
-INITS = ("paper", "zero")
+# "default" keeps the layers' own PyTorch initialisation (the DKA paper's); "zero" zeroes the adapter's last projection
+# so the adapted model starts equal to the frozen one. "paper" is the old name of "default": checkpoints that
+# stored it still load (:meth:`BlockAdapterMethod.__post_init__` maps it).
+INITS = ("default", "zero")
+INIT_ALIASES = {"paper": "default"}
 
 
 def require_positive(method: str, name: str, value) -> None:
@@ -64,6 +68,10 @@ class BlockAdapterMethod(Method):
 
     placement: str = "parallel"
     init: str = "zero"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.init, str):
+            self.init = INIT_ALIASES.get(self.init, self.init)
 
     def validate(self) -> None:
         require_choice(self.name, "placement", self.placement, PLACEMENTS)

@@ -33,7 +33,7 @@ class DKA(BottleneckMethod):
     kernel_small: int = 5
     kernel_3d: str = "decomposed"
     placement: str = "parallel"
-    init: str = "paper"
+    init: str = "default"
 
     def validate(self) -> None:
         super().validate()

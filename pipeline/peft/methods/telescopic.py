@@ -31,7 +31,7 @@ class Telescopic(BlockAdapterMethod):
     alpha: float = 0.1
     dropout: float = 0.1
     placement: str = "sequential"
-    init: str = "paper"
+    init: str = "default"
 
     def validate(self) -> None:
         super().validate()
