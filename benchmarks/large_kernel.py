@@ -117,14 +117,14 @@ def table_2d(device: torch.device, repeats: int, quick: bool) -> dict[str, float
         for n in (16, 64) if quick else (16, 32, 64, 128):
             shape, kernel = (4, r, n, n), (KERNEL, KERNEL)
             x, w, b = _tensors(shape, kernel, device)
-            naive = time_fwd_bwd(lambda: _naive(x, w, b), device, repeats)
-            ours = time_fwd_bwd(lambda: depthwise_conv(x, w, b), device, repeats)
+            naive = time_fwd_bwd(lambda x=x, w=w, b=b: _naive(x, w, b), device, repeats)
+            ours = time_fwd_bwd(lambda x=x, w=w, b=b: depthwise_conv(x, w, b), device, repeats)
             speedups[f"{n}^2 r{r}"] = _row(f"{n}^2", f"r={r}", naive, ours, select_mode(shape, kernel, device))
     return speedups
 
 
 def _decomposed(x, weights, biases, fn):
-    for w, b in zip(weights, biases):
+    for w, b in zip(weights, biases, strict=False):
         x = fn(x, w, b)
     return x
 
@@ -138,20 +138,19 @@ def table_3d(device: torch.device, repeats: int, quick: bool, naive_limit: float
         shape, full = (4, r, n, n, n), (KERNEL,) * 3
         x, w, b = _tensors(shape, full, device)
         predicted = _predicted_naive(shape, full, device)
-        naive_full = time_fwd_bwd(lambda: _naive(x, w, b), device, repeats) if predicted <= naive_limit else None
-        ours_full = time_fwd_bwd(lambda: depthwise_conv(x, w, b), device, repeats)
+        naive_full = time_fwd_bwd(lambda x=x, w=w, b=b: _naive(x, w, b), device, repeats) if predicted <= naive_limit else None
+        ours_full = time_fwd_bwd(lambda x=x, w=w, b=b: depthwise_conv(x, w, b), device, repeats)
         speedups[f"{n}^3 full"] = _row(
             f"{n}^3", "full", naive_full, ours_full, select_mode(shape, full, device), predicted
         )
         axial = [tuple(KERNEL if a == d else 1 for d in range(3)) for a in range(3)]
         weights = [_tensors(shape, k, device)[1] for k in axial]
         biases = [torch.randn(r, device=device, requires_grad=True) for _ in axial]
-        naive_dec = time_fwd_bwd(lambda: _decomposed(x, weights, biases, _naive), device, repeats)
-        ours_dec = time_fwd_bwd(lambda: _decomposed(x, weights, biases, depthwise_conv), device, repeats)
+        naive_dec = time_fwd_bwd(lambda x=x, w=weights, b=biases: _decomposed(x, w, b, _naive), device, repeats)
+        ours_dec = time_fwd_bwd(lambda x=x, w=weights, b=biases: _decomposed(x, w, b, depthwise_conv), device, repeats)
         modes = "/".join(select_mode(shape, k, device) for k in axial)
         speedups[f"{n}^3 decomposed"] = _row(f"{n}^3", "decomposed", naive_dec, ours_dec, modes)
         print(f"{'':>9} full ours / decomposed ours: {ours_full[0] / ours_dec[0]:.1f}x")
-        del x, w, b, weights, biases
     return speedups
 
 
@@ -212,7 +211,7 @@ def calibrate(device: torch.device, repeats: int, modes: tuple[str, ...]) -> Non
     print(f"{'shape':>22} {'kernel':>14} {'direct ms':>10} {'fft ms':>8}  (fastest of {repeats} runs)")
     for shape, kernel in shapes:
         spatial = shape[2:]
-        kernel = tuple(min(k, 2 * n - 1) for k, n in zip(kernel, spatial))
+        kernel = tuple(min(k, 2 * n - 1) for k, n in zip(kernel, spatial, strict=False))
         x, w, b = _tensors(shape, kernel, device)
         axes, lengths = _fft_lengths(kernel, spatial)
         size = math.prod(lengths)
@@ -222,7 +221,7 @@ def calibrate(device: torch.device, repeats: int, modes: tuple[str, ...]) -> Non
         for mode in modes:
             if mode == "fft" or _predicted_naive(shape, kernel, device) < 1.5:
                 clock = time.thread_time if mode == "fft" and device.type == "cpu" else time.perf_counter
-                _, seconds[mode] = time_fwd_bwd(lambda: depthwise_conv(x, w, b, mode), device, repeats, clock)
+                _, seconds[mode] = time_fwd_bwd(lambda x=x, w=w, b=b, mode=mode: depthwise_conv(x, w, b, mode), device, repeats, clock)
                 rows[mode].append((work[mode], seconds[mode]))
         print(f"{str(shape):>22} {str(kernel):>14} {_fmt_ms(seconds.get('direct')):>10}"
               f" {_fmt_ms(seconds.get('fft')):>8}")

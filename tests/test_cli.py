@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import pytest
-
 from pipeline import cli
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "litemedsam_dka_polyp"

@@ -49,7 +49,7 @@ def high_contribution_ratio(contribution: torch.Tensor, fraction: float) -> floa
     steps = max(shape) // 2 + 1
     for step in range(steps + 1):
         slices = []
-        for size, mid in zip(shape, centre):
+        for size, mid in zip(shape, centre, strict=False):
             half = round(step * size / max(shape))
             slices.append(slice(max(mid - half, 0), min(mid + half + 1, size)))
         box = contribution[tuple(slices)]

@@ -102,7 +102,7 @@ def _check_frame_positions(seg, seg_path: Path, series: DicomSeries, tolerance_m
     import pydicom
 
     positions = {}
-    for path, uid in zip(series.files, series.sop_instance_uids):
+    for path, uid in zip(series.files, series.sop_instance_uids, strict=False):
         positions[uid] = np.asarray(pydicom.dcmread(path, stop_before_pixels=True).ImagePositionPatient, dtype=float)
     frames = seg.PerFrameFunctionalGroupsSequence
     for index, uid in _frame_sources(seg):

@@ -113,7 +113,7 @@ def assemble_volume(
     shape = list(planes[0].shape)
     shape.insert(axis, depth)
     volume = np.zeros(shape, dtype=planes[0].dtype)
-    for plane, k in zip(planes, slice_indices):
+    for plane, k in zip(planes, slice_indices, strict=False):
         if not 0 <= k < depth:
             raise PipelineError(f"slice index {k} outside the volume depth {depth}")
         index = [slice(None)] * 3

@@ -135,9 +135,9 @@ def _set_data_rng_state(loader, state: dict, path: Path) -> None:
     if len(transforms) != len(state["transforms"]) or len(generators) != len(state["loader"]):
         raise PipelineError(f"resume state {path} was written with other training transforms than this run's; "
                             "pass --overwrite true to start afresh, or another --output_dir")
-    for transform, saved in zip(transforms, state["transforms"]):
+    for transform, saved in zip(transforms, state["transforms"], strict=False):
         _set_numpy_state(transform.R, saved)
-    for generator, saved in zip(generators, state["loader"]):
+    for generator, saved in zip(generators, state["loader"], strict=False):
         generator.set_state(saved)
 
 

@@ -68,7 +68,7 @@ def _check_disjoint(resolved: dict[str, list[dict]], payload: dict, source: str)
         return str(Path(item["image"]).resolve())
 
     seen = {key(item) for part in ("training", "validation") for item in resolved[part]}
-    shared = sorted(str(raw["image"]) for raw, item in zip(payload.get("test", []), resolved["test"]) if key(item) in seen)
+    shared = sorted(str(raw["image"]) for raw, item in zip(payload.get("test", []), resolved["test"], strict=False) if key(item) in seen)
     if shared:
         raise PipelineError(f"{source}: {len(shared)} test cases are also in training or validation: {shared[:10]}")
 
@@ -100,7 +100,7 @@ def inference_inputs(input: str | Path | None = None, dataset_dir: str | Path | 
 
     cases = _inference_cases(input, dataset_dir, split)
     names = case_names([case["image"] for case in cases])
-    return [{**case, OUTPUT_NAME: name} for case, name in zip(cases, names)]
+    return [{**case, OUTPUT_NAME: name} for case, name in zip(cases, names, strict=False)]
 
 
 def _inference_cases(input, dataset_dir, split) -> list[dict]:

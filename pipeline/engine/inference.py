@@ -37,10 +37,10 @@ def case_names(sources: list[str]) -> list[str]:
         if len(clashing) > 1:
             paths = [os.path.abspath(str(sources[i]).rstrip("/")) for i in clashing]
             root = os.path.commonpath(paths)
-            for i, path in zip(clashing, paths):
+            for i, path in zip(clashing, paths, strict=False):
                 names[i] = re.sub(r"[/.\\]+", "_", os.path.relpath(path, root)).strip("_") or stem
     seen: dict[str, str] = {}
-    for source, name in zip(sources, names):
+    for source, name in zip(sources, names, strict=False):
         if name in seen:
             raise PipelineError(f"{source}: gives the same output name '{name}' as {seen[name]}; rename one of them")
         seen[name] = source
@@ -70,7 +70,7 @@ class PredictionWriter:
 
         if not is_main_process():
             return
-        for batch, output in zip(engine.state.batch, engine.state.output):
+        for batch, output in zip(engine.state.batch, engine.state.output, strict=False):
             item = {**batch, **output}
             reference = item[self.image_key]
             source = str(reference.meta.get("filename_or_obj", "case"))

@@ -152,7 +152,7 @@ class CaseMetrics:
     def collect(self, engine: Engine) -> None:
         if not is_main_process():
             return
-        for batch, output in zip(engine.state.batch, engine.state.output):
+        for batch, output in zip(engine.state.batch, engine.state.output, strict=False):
             item = {**batch, **output}
             pred, label = item[self.pred_key], item[self.label_key]
             if pred.shape[0] > 1:

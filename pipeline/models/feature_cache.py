@@ -256,14 +256,14 @@ class FeatureCache:
         if missing:
             with torch.no_grad():
                 computed = run_steps(model, steps, x[missing])
-            for i, value in zip(missing, computed):
+            for i, value in zip(missing, computed, strict=False):
                 value = value.clone()  # own storage (same strides): a view would keep the whole batch alive
                 self.store(keys[i], value)
                 found[i] = value
         first = found[0]
         batch = torch.empty_strided((len(found), *first.shape), (first.numel(), *first.stride()),
                                     dtype=first.dtype, device=x.device)
-        for row, value in zip(batch, found):
+        for row, value in zip(batch, found, strict=False):
             row.copy_(value)
         return batch
 

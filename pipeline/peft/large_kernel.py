@@ -82,7 +82,7 @@ def _check_kernel(kernel: Sequence[int]) -> None:
 
 def _cropped_kernel(kernel: Sequence[int], spatial: Sequence[int]) -> tuple[int, ...]:
     """Largest kernel that still touches the map: taps beyond ``N - 1`` from the centre only see padding."""
-    return tuple(min(k, 2 * n - 1) for k, n in zip(kernel, spatial))
+    return tuple(min(k, 2 * n - 1) for k, n in zip(kernel, spatial, strict=False))
 
 
 def _fft_lengths(kernel: Sequence[int], spatial: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -128,7 +128,7 @@ def _fft_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) 
         kernel_map, s=lengths, dim=tuple(d - 1 for d in dims)
     )
     full = torch.fft.irfftn(product, s=lengths, dim=dims)
-    for a, d in zip(axes, dims):
+    for a, d in zip(axes, dims, strict=False):
         full = full.narrow(d, kernel[a] // 2, spatial[a])
     out = full.to(x.dtype)
     if bias is not None:
@@ -167,7 +167,7 @@ class _SingleThreadedFFT(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.inputs = tuple(
             None if t is None else t.detach().requires_grad_(needed)
-            for t, needed in zip((x, weight, bias), ctx.needs_input_grad)
+            for t, needed in zip((x, weight, bias), ctx.needs_input_grad, strict=False)
         )
         with torch.enable_grad(), _one_intra_op_thread(x.device):
             ctx.out = _fft_conv(*ctx.inputs)
@@ -208,7 +208,7 @@ def depthwise_conv(
     spatial = tuple(x.shape[2:])
     kernel = _cropped_kernel(weight.shape[2:], spatial)
     if kernel != tuple(weight.shape[2:]):
-        slices = tuple(slice(k // 2 - c // 2, k // 2 + c // 2 + 1) for k, c in zip(weight.shape[2:], kernel))
+        slices = tuple(slice(k // 2 - c // 2, k // 2 + c // 2 + 1) for k, c in zip(weight.shape[2:], kernel, strict=False))
         weight = weight[(slice(None), slice(None), *slices)]
     if mode == "auto":
         mode = select_mode(x.shape, kernel, x.device, x.dtype)

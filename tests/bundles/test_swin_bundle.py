@@ -44,7 +44,7 @@ def run_together(*commands: list[str]) -> list[subprocess.CompletedProcess]:
     processes = [subprocess.Popen(c, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for c in commands]
     results = []
-    for process, command in zip(processes, commands):
+    for process, command in zip(processes, commands, strict=False):
         stdout, stderr = process.communicate(timeout=600)
         results.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
     return results

@@ -34,7 +34,7 @@ def test_test_set_fixed_training_nested_and_non_empty():
     assert len(tests) == 1 and len(next(iter(tests))) == 48
     for seed in (0, 1, 2):
         sets = [_images(splits[f"split_f{f!r}_s{seed}"]["training"]) for f in FRACTIONS]
-        assert all(small <= large for small, large in zip(sets, sets[1:]))
+        assert all(small <= large for small, large in zip(sets, sets[1:], strict=False))
         assert len(sets[0]) >= 1
         split = splits[f"split_f1.0_s{seed}"]
         assert not _images(split["training"]) & _images(split["validation"])

@@ -10,9 +10,10 @@ import re
 
 import pytest
 import yaml
-from tests.docker.docker_files import DOCKER, REPO
 from torch.distributed import run as torchrun
 from torch.distributed.argparse_util import env
+
+from tests.docker.docker_files import DOCKER, REPO
 
 
 @pytest.fixture(scope="module")

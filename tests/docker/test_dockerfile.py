@@ -10,16 +10,25 @@ import json
 import os
 import re
 import subprocess
-import tomllib
 from fnmatch import fnmatch
 from importlib import metadata
 from pathlib import Path
 
 import pytest
-from tests.docker.docker_files import DOCKER, REPO, copy_sources, instructions, parse_dockerfile, pip_install_commands, venv_tool
+import tomllib
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+
+from tests.docker.docker_files import (
+    DOCKER,
+    REPO,
+    copy_sources,
+    instructions,
+    parse_dockerfile,
+    pip_install_commands,
+    venv_tool,
+)
 
 BASE_IMAGE = re.compile(r"pytorch/pytorch:(?P<torch>\d+\.\d+\.\d+)-cuda(?P<cuda>\d+\.\d+)-cudnn9-runtime")
 # The pytorch/pytorch 2.14 images are Ubuntu 24.04 with its system python: 3.12.

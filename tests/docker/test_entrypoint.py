@@ -11,8 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.docker.docker_files import DOCKER, REPO
 from fire import parser as fire_parser
+
+from tests.docker.docker_files import DOCKER, REPO
 
 ENTRYPOINT = DOCKER / "entrypoint.sh"
 MODES = ("train", "evaluate", "inference", "multi_gpu_train")

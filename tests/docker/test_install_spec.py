@@ -25,6 +25,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+
 from tests.docker.docker_files import REPO, copy_sources, parse_dockerfile, pip_install_commands
 
 PROBE = "import json, pipeline, torch; print(json.dumps([pipeline.__file__, torch.__file__, torch.__version__]))"

@@ -67,7 +67,6 @@ def test_jittered_box_is_reproducible_for_a_seed_and_tight_without_jitter():
 def test_an_empty_label_names_its_file_instead_of_giving_a_box():
     from monai.data import MetaTensor
 
-    from pipeline.errors import PipelineError
 
     label = MetaTensor(torch.zeros(1, 20, 30), meta={"filename_or_obj": "masks/frame_without_polyp.png"})
     with pytest.raises(PipelineError, match=r"masks/frame_without_polyp.png: the label is empty, so no box prompt"):

@@ -84,9 +84,9 @@ def _random_cases(count: int = 6) -> list[dict]:
         for cls in (1, 2):
             corner = rng.integers(1, 8, size=3)
             size = rng.integers(3, 8, size=3)
-            label[tuple(slice(c, c + s) for c, s in zip(corner, size))] = cls
+            label[tuple(slice(c, c + s) for c, s in zip(corner, size, strict=False))] = cls
             corner = corner + rng.integers(-1, 2, size=3)
-            pred[tuple(slice(c, c + s + int(rng.integers(0, 3))) for c, s in zip(corner, size))] = cls
+            pred[tuple(slice(c, c + s + int(rng.integers(0, 3))) for c, s in zip(corner, size, strict=False))] = cls
         if index == 1:
             pred[pred == 2] = 0
         if index == 2:

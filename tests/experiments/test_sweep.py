@@ -51,7 +51,7 @@ overrides: {{max_epochs: 3}}
 def fake_bundle(calls, dice_by_method):
     def run(command, stdout=None, stderr=None):
         calls.append(command)
-        args = dict(zip(command[6::2], command[7::2]))
+        args = dict(zip(command[6::2], command[7::2], strict=False))
         if command[5].endswith("evaluate.json']"):
             method = Path(args["--output_dir"]).parent.name
             summary = Path(args["--output_dir"]) / "eval" / "summary.json"
@@ -73,10 +73,10 @@ def test_sweep_runs_each_method_and_split_once_and_tabulates(config, monkeypatch
     assert len(calls) == 2 * 4 * 2, "train + evaluate per method and split"
     train = calls[0]
     assert train[5] == "['bundles/litemedsam_dka_polyp/configs/train.json']"
-    args = dict(zip(train[6::2], train[7::2]))
+    args = dict(zip(train[6::2], train[7::2], strict=False))
     assert args["--method"] == "dka" and json.loads(args["--method_options"]) == {"r": 8}
     assert args["--max_epochs"] == "3" and args["--split"].endswith("split_f0.2_s0.json")
-    evaluate = dict(zip(calls[1][6::2], calls[1][7::2]))
+    evaluate = dict(zip(calls[1][6::2], calls[1][7::2], strict=False))
     assert args["--cache_dir"] == evaluate["--cache_dir"] == str(Path(config.output) / "cache"), \
         "every run of a sweep shares one frozen-prefix cache"
 
@@ -137,7 +137,7 @@ def test_variants_of_one_method_run_under_their_own_labels(config, monkeypatch):
     config.methods = {"dka_zero": {"method": "dka", "init": "zero"}}
     name, path = next(iter(write_splits(config).items()))
     run_dir = run_one(config, "dka_zero", name, path)
-    args = dict(zip(calls[0][6::2], calls[0][7::2]))
+    args = dict(zip(calls[0][6::2], calls[0][7::2], strict=False))
     assert args["--method"] == "dka" and json.loads(args["--method_options"]) == {"init": "zero"}
     assert run_dir.parent.name == "dka_zero"
 

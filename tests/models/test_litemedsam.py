@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.models.model_cases import kvasir_case, kvasir_names
 
 from pipeline.models import boxes_from_labels
 from pipeline.peft.spec import TokenGrid
+from tests.models.model_cases import kvasir_case, kvasir_names
 
 
 def _dice(prediction: torch.Tensor, truth: torch.Tensor) -> float:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.models.model_cases import SMALL_SAM
 
 from pipeline.errors import PipelineError
 from pipeline.models import BACKBONES, build_backbone
 from pipeline.models.sam import SAM_VARIANTS
+from tests.models.model_cases import SMALL_SAM
 
 BOXES = torch.tensor([[5.0, 4.0, 40.0, 30.0], [0.0, 0.0, 69.0, 49.0]])
 

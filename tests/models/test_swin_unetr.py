@@ -6,12 +6,12 @@ import re
 
 import pytest
 import torch
-from tests.models.model_cases import hippocampus_case
 
 from pipeline.errors import PipelineError
 from pipeline.models import build_backbone
 from pipeline.peft import apply_peft
 from pipeline.peft.spec import ChannelsLast
+from tests.models.model_cases import hippocampus_case
 
 
 @pytest.mark.parametrize("spatial_dims, shape", [(2, (45, 70)), (3, (20, 40, 27))])

@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.models.model_cases import SMALL_SAM, hippocampus_case, kvasir_case, kvasir_names
 from monai.losses import DiceCELoss
 
 from pipeline.models import boxes_from_labels, build_backbone
 from pipeline.peft import apply_peft, param_groups
+from tests.models.model_cases import SMALL_SAM, hippocampus_case, kvasir_case, kvasir_names
 
 METHODS = ("dka", "adapter", "lora", "linear_probe")
 

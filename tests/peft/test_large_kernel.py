@@ -52,7 +52,7 @@ def _value_and_grads(fn, x, w, b, seed_grad):
 
 
 def _assert_all_close(ours, reference, tolerance, mode):
-    for name, a, r in zip(("output", "grad x", "grad weight", "grad bias"), ours, reference):
+    for name, a, r in zip(("output", "grad x", "grad weight", "grad bias"), ours, reference, strict=False):
         assert a.shape == r.shape, f"{mode} {name}"
         scale = max(r.abs().max().item(), 1.0)
         error = (a - r).abs().max().item()
@@ -64,7 +64,7 @@ def _check_every_mode(shape, kernel, dtype, tolerance, device="cpu"):
     seed_grad = torch.randn(shape, dtype=dtype, device=device)
     reference = _value_and_grads(_reference, x, w, b, seed_grad)
     for mode in MODES:
-        ours = _value_and_grads(lambda *a: depthwise_conv(*a, mode=mode), x, w, b, seed_grad)
+        ours = _value_and_grads(lambda *a, mode=mode: depthwise_conv(*a, mode=mode), x, w, b, seed_grad)
         _assert_all_close(ours, reference, tolerance, mode)
 
 
@@ -228,7 +228,7 @@ def test_decomposed_3d_equals_three_sequential_conv3d():
     torch.testing.assert_close(ours, reference, atol=1e-10, rtol=0)
     seed_grad = torch.randn_like(ours)
     params = [x, *module.parameters()]
-    for a, r in zip(torch.autograd.grad(ours, params, seed_grad), torch.autograd.grad(reference, params, seed_grad)):
+    for a, r in zip(torch.autograd.grad(ours, params, seed_grad), torch.autograd.grad(reference, params, seed_grad), strict=False):
         torch.testing.assert_close(a, r, atol=1e-10, rtol=0)
 
 
