@@ -31,6 +31,7 @@ from monai.transforms import LoadImaged
 
 from pipeline.data.converters import to_colour, to_grayscale
 from pipeline.errors import PipelineError
+from pipeline.options import flag
 
 __all__ = [
     "DicomSeries",
@@ -198,10 +199,8 @@ class SimpleITKDicomReader(ImageReader):
 
     def __init__(self, series_uid: str | None = None, allow_gaps: bool = False, affine_lps_to_ras: bool = True):
         super().__init__()
-        if not isinstance(allow_gaps, bool):  # the bundle CLI passes "false" on as a (truthy) string
-            raise PipelineError(f"allow_gaps must be True or False, got {allow_gaps!r}")
         self.series_uid = series_uid
-        self.allow_gaps = allow_gaps
+        self.allow_gaps = flag("allow_gaps", allow_gaps)
         self.affine_lps_to_ras = affine_lps_to_ras
 
     def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline.cli import EXIT_BAD_INPUT
 from pipeline.errors import PipelineError
+from pipeline.options import flag
 from pipeline.peft import METHODS
 
 # What each numeric setting must be: (type, smallest allowed value). ``checkpoint_every_n_iterations`` 0 means off.
@@ -24,7 +25,6 @@ SETTINGS = {
     "lr": (float, 0.0), "adapter_lr": (float, 0.0), "head_lr": (float, 0.0),
 }
 FLAGS = ("resume", "overwrite")
-TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
 
 
 def check_arguments(dataset_dir: str | None, method: str | None = None, split: str | None = None,
@@ -79,15 +79,6 @@ def _ending_the_run(check, **arguments) -> bool:
         print(line, file=sys.stderr, flush=True)
         raise BadInput(line) from None
     return True
-
-
-def flag(name: str, value) -> bool:
-    """A yes/no setting as given on the command line (``--resume true``) or in JSON."""
-    if isinstance(value, bool):
-        return value
-    if str(value).strip().lower() in TRUE + FALSE:
-        return str(value).strip().lower() in TRUE
-    raise PipelineError(f"{name} must be true or false (--{name}), got {value!r}")
 
 
 def check_settings(method: str | None = None, method_options: dict | None = None, **settings) -> None:

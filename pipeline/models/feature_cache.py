@@ -41,22 +41,11 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.options import flag
 
 logger = logging.getLogger(__name__)
 
 _GIB = 2**30
-
-
-def _flag(name: str, value) -> bool:
-    """A yes/no option as given on a bundle command line: a bool, or the words true/false in any case.
-
-    ``--cache false`` reaches a bundle as the *string* 'false', which Python would read as true.
-    """
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise PipelineError(f"{name} must be true or false, got {value!r}")
 
 
 def _call_submodule(path: str, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -135,10 +124,10 @@ class FeatureCache:
                  in_training: bool = True) -> None:
         if not isinstance(memory_gb, (int, float)) or memory_gb < 0:
             raise PipelineError(f"cache_memory_gb must be a number >= 0, got {memory_gb!r}")
-        self.enabled = _flag("cache", enabled)
+        self.enabled = flag("cache", enabled)
         self.directory = Path(directory) if directory not in (None, "") else None
         self.max_bytes = int(memory_gb * _GIB)
-        self.in_training = _flag("in_training", in_training)
+        self.in_training = flag("in_training", in_training)
         self.stats: Counter[str] = Counter()
         self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._bytes = 0

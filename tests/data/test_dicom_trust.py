@@ -95,8 +95,10 @@ def test_a_missing_slice_stops_unless_gaps_are_allowed(shared_data, tmp_path):
         _load(tmp_path)
     with pytest.warns(UserWarning, match=rf"gap of 13.000 mm between {order[1]} and {order[3]}"):
         assert _load(tmp_path, allow_gaps=True).shape[-1] == 3
-    with pytest.raises(PipelineError, match=r"allow_gaps must be True or False, got 'false'"):
+    with pytest.raises(PipelineError, match=r"gap of 13.000 mm"):  # the word typed on a command line means no
         _load(tmp_path, allow_gaps="false")
+    with pytest.raises(PipelineError, match=r"allow_gaps must be true or false \(--allow_gaps\), got 'maybe'"):
+        _load(tmp_path, allow_gaps="maybe")
 
 
 @pytest.mark.real_data
