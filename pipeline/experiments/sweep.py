@@ -1,9 +1,10 @@
-"""A few-shot sweep: one bundle trained and evaluated per (method, training fraction, seed), results tabulated.
+"""A few-shot sweep: one bundle trained and evaluated per (method, training-set size, seed), results tabulated.
 
 The research question this project serves (do adapters collapse below ~1 % of the data, and do large kernels fix
-it?) is answered by curves of test Dice against training fraction per method. Every run is an ordinary
-``python -m monai.bundle run`` of the bundle, so a sweep reproduces exactly what a user would run by hand; runs
-whose ``eval/summary.json`` exists are skipped, so an interrupted sweep continues where it stopped.
+it?) is answered by curves of test Dice against training-set size (a fraction or a k-shot count) per method. Every
+run is an ordinary bundle command (``python -m pipeline run``: ``monai.bundle run`` in process, a bad input in
+one line), so a sweep reproduces exactly what a user would run by hand; runs whose ``eval/summary.json`` exists
+are skipped, so an interrupted sweep continues where it stopped. All runs share one frozen-prefix cache.
 """
 
 from __future__ import annotations
