@@ -138,7 +138,9 @@ def table_3d(device: torch.device, repeats: int, quick: bool, naive_limit: float
         shape, full = (4, r, n, n, n), (KERNEL,) * 3
         x, w, b = _tensors(shape, full, device)
         predicted = _predicted_naive(shape, full, device)
-        naive_full = time_fwd_bwd(lambda x=x, w=w, b=b: _naive(x, w, b), device, repeats) if predicted <= naive_limit else None
+        naive_full = (
+            time_fwd_bwd(lambda x=x, w=w, b=b: _naive(x, w, b), device, repeats) if predicted <= naive_limit else None
+        )
         ours_full = time_fwd_bwd(lambda x=x, w=w, b=b: depthwise_conv(x, w, b), device, repeats)
         speedups[f"{n}^3 full"] = _row(
             f"{n}^3", "full", naive_full, ours_full, select_mode(shape, full, device), predicted
@@ -221,7 +223,9 @@ def calibrate(device: torch.device, repeats: int, modes: tuple[str, ...]) -> Non
         for mode in modes:
             if mode == "fft" or _predicted_naive(shape, kernel, device) < 1.5:
                 clock = time.thread_time if mode == "fft" and device.type == "cpu" else time.perf_counter
-                _, seconds[mode] = time_fwd_bwd(lambda x=x, w=w, b=b, mode=mode: depthwise_conv(x, w, b, mode), device, repeats, clock)
+                _, seconds[mode] = time_fwd_bwd(
+                    lambda x=x, w=w, b=b, mode=mode: depthwise_conv(x, w, b, mode), device, repeats, clock
+                )
                 rows[mode].append((work[mode], seconds[mode]))
         print(f"{str(shape):>22} {str(kernel):>14} {_fmt_ms(seconds.get('direct')):>10}"
               f" {_fmt_ms(seconds.get('fft')):>8}")

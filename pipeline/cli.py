@@ -30,7 +30,8 @@ COMMANDS = {
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with the full arguments of ``command`` only (the others just list their help line)."""
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline", description="Few-shot medical image segmentation with adapters on pretrained backbones."
+        prog="python -m pipeline",
+        description="Few-shot medical image segmentation with adapters on pretrained backbones.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (module_name, help_text) in COMMANDS.items():

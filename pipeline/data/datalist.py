@@ -49,10 +49,15 @@ def _pair(image_dir: Path, label_dir: Path, suffixes, root: Path) -> list[dict]:
         + [str(labels[k].relative_to(root)) for k in labels.keys() - images.keys()]
     )
     if unpaired:
-        raise PipelineError(f"{root}: {len(unpaired)} unpaired files (image without label or label without image): {unpaired}")
+        raise PipelineError(
+            f"{root}: {len(unpaired)} unpaired files (image without label or label without image): {unpaired}"
+        )
     if not images:
         raise PipelineError(f"{image_dir}: no image files ({', '.join(sorted(suffixes))})")
-    return [{"image": images[k].relative_to(root).as_posix(), "label": labels[k].relative_to(root).as_posix()} for k in sorted(images)]
+    return [
+        {"image": images[k].relative_to(root).as_posix(), "label": labels[k].relative_to(root).as_posix()}
+        for k in sorted(images)
+    ]
 
 
 def _empty_2d(path: Path, binary: bool) -> bool:
@@ -96,11 +101,15 @@ def _dicom_pairs(root: Path) -> list[dict]:
     for seg in segs:
         uid = referenced_series_uid(seg)
         if uid in series_dirs:
-            entries.append({"image": series_dirs[uid].relative_to(root).as_posix(), "label": seg.relative_to(root).as_posix()})
+            entries.append(
+                {"image": series_dirs[uid].relative_to(root).as_posix(), "label": seg.relative_to(root).as_posix()}
+            )
             used.add(uid)
         else:
             unpaired.append(f"{seg.relative_to(root)} (references absent series {uid})")
-    unpaired += [f"{d.relative_to(root)} (series {uid} has no SEG)" for uid, d in series_dirs.items() if uid not in used]
+    unpaired += [
+        f"{d.relative_to(root)} (series {uid} has no SEG)" for uid, d in series_dirs.items() if uid not in used
+    ]
     if unpaired:
         raise PipelineError(f"{root}: {len(unpaired)} unpaired DICOM objects: {sorted(unpaired)}")
     if not entries:
@@ -108,7 +117,9 @@ def _dicom_pairs(root: Path) -> list[dict]:
     return entries
 
 
-def build_datalist(folder: str | Path, name: str | None = None, labels: dict | None = None, modality: str | None = None) -> dict:
+def build_datalist(
+    folder: str | Path, name: str | None = None, labels: dict | None = None, modality: str | None = None
+) -> dict:
     """MSD-style datalist for ``folder``: ``name``, ``modality``, ``labels``, ``training``, ``summary``.
 
     The summary counts cases and lists empty masks (allowed: a frame without polyp is a valid example). 2D masks
@@ -150,7 +161,8 @@ def build_datalist(folder: str | Path, name: str | None = None, labels: dict | N
 
 
 def write_json(data: dict, path: str | Path) -> Path:
-    """Write JSON the same way every time (sorted nothing, fixed indent, trailing newline) so reruns are byte-identical."""
+    """Write JSON the same way every time (sorted nothing, fixed indent, trailing newline) so reruns are
+    byte-identical."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")

@@ -68,7 +68,9 @@ def read_dicom_seg(seg_path: str | Path, series: DicomSeries | str | Path) -> tu
             dtype=dtype,
         )
     except Exception as error:
-        raise PipelineError(f"{seg_path}: segments cannot be placed on series {series.series_instance_uid} ({error})") from error
+        raise PipelineError(
+            f"{seg_path}: segments cannot be placed on series {series.series_instance_uid} ({error})"
+        ) from error
     labels = {int(n): str(seg.get_segment_description(n).segment_label) for n in numbers}
     return np.ascontiguousarray(np.transpose(frames, (2, 1, 0))), labels
 
@@ -133,7 +135,9 @@ class LoadDicomSegd:
         d = dict(data)
         image = d[self.image_key]
         # the image was read already, so its series passed (or was allowed past) the gap check
-        series = find_dicom_series(image.meta["filename_or_obj"], image.meta.get("series_instance_uid"), allow_gaps=True)
+        series = find_dicom_series(
+            image.meta["filename_or_obj"], image.meta.get("series_instance_uid"), allow_gaps=True
+        )
         for key in self.keys:
             if key not in d:
                 continue
@@ -167,7 +171,9 @@ def write_dicom_seg(
     sources = [pydicom.dcmread(f) for f in series.files]
     expected = (int(sources[0].Columns), int(sources[0].Rows), len(sources))
     if label.shape != expected:
-        raise PipelineError(f"{path}: label shape {label.shape} does not match series {series.series_instance_uid} {expected}")
+        raise PipelineError(
+            f"{path}: label shape {label.shape} does not match series {series.series_instance_uid} {expected}"
+        )
     values = sorted(int(v) for v in np.unique(label) if v != 0)
     names = dict(labels or {})
     numbers = sorted(set(values) | {int(k) for k in names if int(k) != 0}) or [1]
@@ -204,7 +210,9 @@ def _segmentation(hd, sources, label, numbers, descriptions, series_description,
 
     return hd.seg.Segmentation(
         source_images=sources,
-        pixel_array=np.ascontiguousarray(np.transpose(label, (2, 1, 0))).astype(np.uint16 if max(numbers) > 255 else np.uint8),
+        pixel_array=np.ascontiguousarray(np.transpose(label, (2, 1, 0))).astype(
+            np.uint16 if max(numbers) > 255 else np.uint8
+        ),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=hd.UID(),

@@ -2,11 +2,13 @@
 
 - ``ct_window``: Hounsfield window (level/width) to [0, 1], clipped, so soft tissue keeps its contrast.
 - ``mr_percentile``: MR has no absolute scale, so intensities are mapped by their own 0.5/99.5 percentiles.
-- ``rgb_endoscopy``: 8- or 16-bit RGB to [0, 1] by the storage range; the backbones apply their own mean/std normalisation.
+- ``rgb_endoscopy``: 8- or 16-bit RGB to [0, 1] by the storage range; the backbones apply their own mean/std
+  normalisation.
 
 Every chain loads with :class:`~pipeline.data.readers.LoadClinicalImaged`, puts channels first, binarises or remaps
 labels when asked, and runs :class:`ValidateImageLabeld`, which turns the common data faults (NaN/inf, a constant
-image, label values outside the declared classes, image and label on different grids) into one PipelineError naming the files.
+image, label values outside the declared classes, image and label on different grids) into one PipelineError naming
+the files.
 """
 
 from __future__ import annotations
@@ -123,7 +125,13 @@ class ValidateImageLabeld(MapTransform):
         atol: tolerance on affine entries (mm) when comparing image and label grids.
     """
 
-    def __init__(self, image_key: str = "image", label_key: str | None = "label", num_classes: int | None = None, atol: float = 1e-3):
+    def __init__(
+        self,
+        image_key: str = "image",
+        label_key: str | None = "label",
+        num_classes: int | None = None,
+        atol: float = 1e-3,
+    ):
         super().__init__([k for k in (image_key, label_key) if k], allow_missing_keys=True)
         self.image_key, self.label_key, self.num_classes, self.atol = image_key, label_key, num_classes, atol
 
@@ -143,14 +151,16 @@ class ValidateImageLabeld(MapTransform):
         label_name = _name(label, self.label_key)
         if tuple(image.shape[1:]) != tuple(label.shape[1:]):
             raise PipelineError(
-                f"{image_name} and {label_name}: spatial shapes differ, image {tuple(image.shape[1:])} vs label {tuple(label.shape[1:])}"
+                f"{image_name} and {label_name}: spatial shapes differ, "
+                f"image {tuple(image.shape[1:])} vs label {tuple(label.shape[1:])}"
             )
         if hasattr(image, "affine") and hasattr(label, "affine"):
             difference = (image.affine.double() - label.affine.double()).abs().max().item()
             if difference > self.atol:
                 raise PipelineError(
                     f"{image_name} and {label_name}: affines differ by up to {difference:.4g} mm "
-                    f"(image {np.round(image.affine.numpy(), 4).tolist()} vs label {np.round(label.affine.numpy(), 4).tolist()})"
+                    f"(image {np.round(image.affine.numpy(), 4).tolist()} "
+                    f"vs label {np.round(label.affine.numpy(), 4).tolist()})"
                 )
         if self.num_classes is not None:
             values = torch.unique(torch.as_tensor(label)).tolist()
@@ -209,7 +219,11 @@ def ct_window(
     """Load, validate, then window CT intensities (HU) to [0, 1]: ``level`` +/- ``width`` / 2, clipped."""
     return Preprocessing(
         _loading(keys, None, remap, num_classes, series_uid, allow_gaps)
-        + [ScaleIntensityRanged(keys[0], a_min=level - width / 2, a_max=level + width / 2, b_min=0.0, b_max=1.0, clip=True)]
+        + [
+            ScaleIntensityRanged(
+                keys[0], a_min=level - width / 2, a_max=level + width / 2, b_min=0.0, b_max=1.0, clip=True
+            )
+        ]
     )
 
 

@@ -126,7 +126,9 @@ def find_dicom_series(folder: str | Path, series_uid: str | None = None, allow_g
         by_series.setdefault(str(header.get("SeriesInstanceUID", "")), []).append(path)
     if series_uid is not None:
         if series_uid not in by_series:
-            raise PipelineError(f"{folder}: no series with SeriesInstanceUID {series_uid}; {_describe(by_series, headers)}")
+            raise PipelineError(
+                f"{folder}: no series with SeriesInstanceUID {series_uid}; {_describe(by_series, headers)}"
+            )
         chosen = series_uid
     elif len(by_series) > 1:
         raise PipelineError(
@@ -150,7 +152,9 @@ def _describe(by_series: dict[str, list[Path]], headers: dict) -> str:
     parts = []
     for uid, files in by_series.items():
         header = headers[files[0]]
-        parts.append(f"{uid} ({header.get('Modality', '?')}, {len(files)} files, '{header.get('SeriesDescription', '')}')")
+        parts.append(
+            f"{uid} ({header.get('Modality', '?')}, {len(files)} files, '{header.get('SeriesDescription', '')}')"
+        )
     return "series found: " + "; ".join(parts)
 
 
@@ -165,14 +169,19 @@ def _sort_by_position(files: list[Path], headers: dict, allow_gaps: bool) -> lis
     normal = np.cross(orientation[:3], orientation[3:])
     for path in files[1:]:
         if not np.allclose(headers[path].ImageOrientationPatient, orientation, atol=1e-4):
-            raise PipelineError(f"{path}: ImageOrientationPatient differs from {files[0].name}; the series is not one volume")
-    position = {path: float(np.dot(np.asarray(headers[path].ImagePositionPatient, dtype=float), normal)) for path in files}
+            raise PipelineError(
+                f"{path}: ImageOrientationPatient differs from {files[0].name}; the series is not one volume"
+            )
+    position = {
+        path: float(np.dot(np.asarray(headers[path].ImagePositionPatient, dtype=float), normal)) for path in files
+    }
     ordered = sorted(files, key=lambda p: (position[p], p.name))
     gaps = np.diff([position[p] for p in ordered])
     for index, gap in enumerate(gaps):
         if gap < 1e-3:
             raise PipelineError(
-                f"{ordered[index + 1]}: same slice position as {ordered[index].name} ({position[ordered[index]]:.3f} mm)"
+                f"{ordered[index + 1]}: same slice position as {ordered[index].name} "
+                f"({position[ordered[index]]:.3f} mm)"
             )
     step = float(gaps.min())  # a missing slice doubles one gap; the smallest gap is the intended spacing
     for index, gap in enumerate(gaps):
@@ -182,8 +191,10 @@ def _sort_by_position(files: list[Path], headers: dict, allow_gaps: bool) -> lis
                 f"{ordered[index + 1].name} (slice spacing {step:.3f} mm): uneven spacing or a missing slice"
             )
             if not allow_gaps:
-                raise PipelineError(message + "; the volume's geometry would be wrong (set allow_gaps to read it anyway, "
-                                    "bundles: --allow_gaps True)")
+                raise PipelineError(
+                    message + "; the volume's geometry would be wrong (set allow_gaps to read it anyway, "
+                    "bundles: --allow_gaps True)"
+                )
             warnings.warn(message, stacklevel=3)
     return ordered
 
@@ -221,7 +232,9 @@ class SimpleITKDicomReader(ImageReader):
         try:
             image = reader.Execute()
         except RuntimeError as error:
-            raise PipelineError(f"{_first_unreadable(series.files)}: pixel data cannot be decoded (truncated or corrupt file)") from error
+            raise PipelineError(
+                f"{_first_unreadable(series.files)}: pixel data cannot be decoded (truncated or corrupt file)"
+            ) from error
         return image, series
 
     def get_data(self, img) -> tuple[np.ndarray, dict]:
@@ -281,7 +294,9 @@ class PILImageReader(PILReader):
         return is_supported_format(filename, self.SUFFIXES)
 
 
-def image_readers(series_uid: str | None = None, grayscale: bool = False, allow_gaps: bool = False) -> list[ImageReader]:
+def image_readers(
+    series_uid: str | None = None, grayscale: bool = False, allow_gaps: bool = False
+) -> list[ImageReader]:
     """The readers the pipeline registers, lowest priority first (MONAI tries the last registered first)."""
     return [
         NibabelReader(),
@@ -317,7 +332,9 @@ class LoadClinicalImaged(LoadImaged):
             raise
         except Exception as error:  # MONAI raises RuntimeError/OptionalImportError/... listing every reader tried
             names = ", ".join(str(data[k]) for k in self.key_iterator(dict(data)))
-            raise PipelineError(f"{names}: cannot be read as an image ({type(error).__name__}: {str(error).splitlines()[0]})") from error
+            raise PipelineError(
+                f"{names}: cannot be read as an image ({type(error).__name__}: {str(error).splitlines()[0]})"
+            ) from error
         for key in self.key_iterator(loaded):
             image = loaded[key]
             if image.ndim == 4 and image.shape[0] > 1:

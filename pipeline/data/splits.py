@@ -84,7 +84,9 @@ def make_splits(
         if k < 1:
             raise PipelineError(f"--k-shot: {k} must be at least 1")
     if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1 or test_fraction + val_fraction >= 1:
-        raise PipelineError(f"--test-fraction {test_fraction} and --val-fraction {val_fraction} must leave training cases")
+        raise PipelineError(
+            f"--test-fraction {test_fraction} and --val-fraction {val_fraction} must leave training cases"
+        )
     groups = _groups(entries, group_by)
     test = _take(sorted(groups, key=lambda g: _rank(TEST_SEED, g)), groups, math.ceil(test_fraction * len(entries)))
     if len(test) == len(groups):

@@ -52,7 +52,8 @@ def write_nifti(label, affine, path: str | Path) -> Path:
 
 
 def write_png_mask(label, path: str | Path) -> Path:
-    """PNG of a 2D ``(x, y)`` label: 0/255 when it has one class (what viewers and Kvasir masks use), values otherwise."""
+    """PNG of a 2D ``(x, y)`` label: 0/255 when it has one class (what viewers and Kvasir masks use), values
+    otherwise."""
     from PIL import Image
 
     label = np.rint(_spatial(label, 2)).astype(np.int64)
@@ -127,6 +128,7 @@ def write_prediction(
                 f"{name}: prediction is not on the DICOM series' own grid (affine changed by a spatial transform); "
                 "invert the transforms before writing a DICOM-SEG"
             )
-        series = find_dicom_series(meta["filename_or_obj"], meta["series_instance_uid"], allow_gaps=True)  # read already
+        # read already
+        series = find_dicom_series(meta["filename_or_obj"], meta["series_instance_uid"], allow_gaps=True)
         written.append(write_dicom_seg(np.rint(label).astype(np.int64), series, output_dir / f"{name}_seg.dcm", labels))
     return written

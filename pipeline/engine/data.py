@@ -68,7 +68,11 @@ def _check_disjoint(resolved: dict[str, list[dict]], payload: dict, source: str)
         return str(Path(item["image"]).resolve())
 
     seen = {key(item) for part in ("training", "validation") for item in resolved[part]}
-    shared = sorted(str(raw["image"]) for raw, item in zip(payload.get("test", []), resolved["test"], strict=False) if key(item) in seen)
+    shared = sorted(
+        str(raw["image"])
+        for raw, item in zip(payload.get("test", []), resolved["test"], strict=False)
+        if key(item) in seen
+    )
     if shared:
         raise PipelineError(f"{source}: {len(shared)} test cases are also in training or validation: {shared[:10]}")
 

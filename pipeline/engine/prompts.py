@@ -6,8 +6,8 @@ break a single tight box: lossy masks carry isolated noise pixels (one stray Kva
 polyp's box into half the image), and a label can hold several separate objects. So connected components smaller
 than ``min_pixels`` are dropped before boxing, and ``per_object=True`` gives one box per remaining component
 (MedSAM's protocol for multi-object images; :class:`pipeline.engine.inferers.ObjectBoxInferer` unites the
-per-box predictions). Inference on an image without a label has no such box, so the whole image is the box. An empty label gives no box
-at all: that stops the run naming the label's file (empty masks are fine for prompt-free runs).
+per-box predictions). Inference on an image without a label has no such box, so the whole image is the box. An empty
+label gives no box at all: that stops the run naming the label's file (empty masks are fine for prompt-free runs).
 Prompt-free models get no box key at all, so the same transform list serves both prompt modes.
 """
 

@@ -154,8 +154,10 @@ def table(rows: list[dict]) -> str:
     """Markdown: one row per method, one column per training set size, mean ± std test Dice over seeds."""
     columns = sorted({_training_set(r) for r in rows})
     sizes = {c: sorted({r["n_train"] for r in rows if _training_set(r) == c}) for c in columns}
-    titles = [f"{value} cases (k-shot)" if kind == 0 else f"{value:g} ({'/'.join(map(str, sizes[(kind, value)]))} cases)"
-              for kind, value in columns]
+    titles = [
+        f"{value} cases (k-shot)" if kind == 0 else f"{value:g} ({'/'.join(map(str, sizes[(kind, value)]))} cases)"
+        for kind, value in columns
+    ]
     header = "| method | " + " | ".join(titles) + " |"
     lines = [header, "|" + " --- |" * (len(columns) + 1)]
     for method in dict.fromkeys(r["method"] for r in rows):
@@ -176,7 +178,9 @@ def write_results(sweep: Sweep, rows: list[dict]) -> tuple[Path, Path]:
     output = Path(sweep.output)
     csv_path, md_path = output / "results.csv", output / "results.md"
     with csv_path.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=["method", "fraction", "k_shot", "seed", "n_train", "n_test", "dice"])
+        writer = csv.DictWriter(
+            stream, fieldnames=["method", "fraction", "k_shot", "seed", "n_train", "n_test", "dice"]
+        )
         writer.writeheader()
         writer.writerows(rows)
     md_path.write_text(table(rows))

@@ -208,7 +208,9 @@ def depthwise_conv(
     spatial = tuple(x.shape[2:])
     kernel = _cropped_kernel(weight.shape[2:], spatial)
     if kernel != tuple(weight.shape[2:]):
-        slices = tuple(slice(k // 2 - c // 2, k // 2 + c // 2 + 1) for k, c in zip(weight.shape[2:], kernel, strict=False))
+        slices = tuple(
+            slice(k // 2 - c // 2, k // 2 + c // 2 + 1) for k, c in zip(weight.shape[2:], kernel, strict=False)
+        )
         weight = weight[(slice(None), slice(None), *slices)]
     if mode == "auto":
         mode = select_mode(x.shape, kernel, x.device, x.dtype)

@@ -42,7 +42,9 @@ def test_written_seg_reads_back_identical_and_references_the_ct(liver, tmp_path)
     seg = pydicom.dcmread(path)
     referenced = {i.ReferencedSOPInstanceUID for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert referenced == CT_SOPS
-    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == find_dicom_series(root / "ct-3slice").series_instance_uid
+    assert (
+        seg.ReferencedSeriesSequence[0].SeriesInstanceUID == find_dicom_series(root / "ct-3slice").series_instance_uid
+    )
 
 
 @pytest.mark.real_data

@@ -25,28 +25,42 @@ def test_rgb_endoscopy_on_kvasir(shared_data):
 @pytest.mark.real_data
 def test_mr_percentile_on_hippocampus_and_label_range(shared_data):
     root = shared_data / "msd_hippocampus"
-    case = {"image": str(root / "imagesTr" / "hippocampus_001.nii.gz"), "label": str(root / "labelsTr" / "hippocampus_001.nii.gz")}
+    case = {
+        "image": str(root / "imagesTr" / "hippocampus_001.nii.gz"),
+        "label": str(root / "labelsTr" / "hippocampus_001.nii.gz"),
+    }
     data = mr_percentile(num_classes=3)(case)
     assert float(data["image"].min()) == 0.0 and float(data["image"].max()) == 1.0
     assert set(torch.unique(data["label"]).tolist()) == {0.0, 1.0, 2.0}
-    with pytest.raises(PipelineError, match=r"hippocampus_001.nii.gz: label values \[2.0\] outside the declared classes 0..1"):
+    with pytest.raises(
+        PipelineError, match=r"hippocampus_001.nii.gz: label values \[2.0\] outside the declared classes 0..1"
+    ):
         mr_percentile(num_classes=2)(case)
 
 
 @pytest.mark.real_data
 def test_image_and_label_of_different_cases_are_named(shared_data):
     root = shared_data / "msd_hippocampus"
-    case = {"image": str(root / "imagesTr" / "hippocampus_001.nii.gz"), "label": str(root / "labelsTr" / "hippocampus_003.nii.gz")}
-    with pytest.raises(PipelineError, match=r"hippocampus_001.nii.gz and .*hippocampus_003.nii.gz: spatial shapes differ"):
+    case = {
+        "image": str(root / "imagesTr" / "hippocampus_001.nii.gz"),
+        "label": str(root / "labelsTr" / "hippocampus_003.nii.gz"),
+    }
+    with pytest.raises(
+        PipelineError, match=r"hippocampus_001.nii.gz and .*hippocampus_003.nii.gz: spatial shapes differ"
+    ):
         mr_percentile()(case)
 
 
 def test_affine_mismatch_nan_and_unknown_preset(tmp_path):
     affine = np.diag([1.0, 1.0, 2.0, 1.0])
-    nib.save(nib.Nifti1Image(np.arange(64, dtype=np.float32).reshape(4, 4, 4), affine), tmp_path / "synthetic_image.nii.gz")
+    nib.save(
+        nib.Nifti1Image(np.arange(64, dtype=np.float32).reshape(4, 4, 4), affine), tmp_path / "synthetic_image.nii.gz"
+    )
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), tmp_path / "synthetic_label.nii.gz")
     case = {"image": str(tmp_path / "synthetic_image.nii.gz"), "label": str(tmp_path / "synthetic_label.nii.gz")}
-    with pytest.raises(PipelineError, match=r"synthetic_image.nii.gz and .*synthetic_label.nii.gz: affines differ by up to 1 mm"):
+    with pytest.raises(
+        PipelineError, match=r"synthetic_image.nii.gz and .*synthetic_label.nii.gz: affines differ by up to 1 mm"
+    ):
         mr_percentile()(case)
     values = np.ones((4, 4, 4), np.float32)
     values[1, 2, 3] = np.nan
@@ -58,7 +72,9 @@ def test_affine_mismatch_nan_and_unknown_preset(tmp_path):
 
 
 def test_binarise_and_remap():
-    label = MetaTensor(torch.tensor([[[0.0, 8.0], [250.0, 255.0]]]).repeat(3, 1, 1), meta={"filename_or_obj": "mask.jpg"})
+    label = MetaTensor(
+        torch.tensor([[[0.0, 8.0], [250.0, 255.0]]]).repeat(3, 1, 1), meta={"filename_or_obj": "mask.jpg"}
+    )
     binary = BinariseLabeld("label")({"label": label})["label"]
     assert binary.tolist() == [[[0.0, 0.0], [1.0, 1.0]]] and binary.meta["filename_or_obj"] == "mask.jpg"
     remapped = RemapLabeld("label", {0: 0, 1: 1, 2: 2, 4: 3})({"label": torch.tensor([[0, 4, 2]])})["label"]

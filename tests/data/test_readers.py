@@ -72,7 +72,9 @@ def test_folder_with_two_series_needs_a_uid(shared_data, tmp_path):
     for f in (shared_data / CT).glob("*.dcm"):
         shutil.copy(f, tmp_path / f.name)
     shutil.copy(shared_data / MR / "000000.dcm", tmp_path / "mr.dcm")
-    with pytest.raises(PipelineError, match="holds 2 series.*1.2.392.200103.20080913.113635.1.2009.6.22.21.43.10.23430.1"):
+    with pytest.raises(
+        PipelineError, match="holds 2 series.*1.2.392.200103.20080913.113635.1.2009.6.22.21.43.10.23430.1"
+    ):
         find_dicom_series(tmp_path)
     ct_uid = "1.2.392.200103.20080913.113635.1.2009.6.22.21.43.10.23430.1"
     assert len(find_dicom_series(tmp_path, ct_uid).files) == 3

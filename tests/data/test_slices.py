@@ -14,14 +14,19 @@ from pipeline.errors import PipelineError
 @pytest.mark.real_data
 def test_slices_of_hippocampus_reassemble_into_the_volume(shared_data):
     root = shared_data / "msd_hippocampus"
-    case = {"image": str(root / "imagesTr" / "hippocampus_001.nii.gz"), "label": str(root / "labelsTr" / "hippocampus_001.nii.gz")}
+    case = {
+        "image": str(root / "imagesTr" / "hippocampus_001.nii.gz"),
+        "label": str(root / "labelsTr" / "hippocampus_001.nii.gz"),
+    }
     dataset = SliceDataset([case], volume_transform=mr_percentile(num_classes=3), slice_axis=0)
     volume = dataset.volumes[0]["label"][0].numpy()
     assert len(dataset) == volume.shape[0]
     item = dataset[5]
     assert item["image"].shape == (1, *volume.shape[1:]) and item["slice_index"] == 5 and item["case"] == 0
     items = [dataset[i] for i in range(len(dataset))]
-    rebuilt = assemble_volume([i["label"] for i in items], [i["slice_index"] for i in items], volume.shape[0], slice_axis=0)
+    rebuilt = assemble_volume(
+        [i["label"] for i in items], [i["slice_index"] for i in items], volume.shape[0], slice_axis=0
+    )
     np.testing.assert_array_equal(rebuilt, volume)
 
 

@@ -66,7 +66,10 @@ def test_command_output_is_byte_identical(tmp_path):
         parser = argparse.ArgumentParser()
         split_command.add_arguments(parser)
         args = parser.parse_args(
-            [str(datalist), "--fractions", *map(str, FRACTIONS), "--seeds", "0", "1", "2", "--test-fraction", "0.2", "-o", str(tmp_path / run)]
+            [
+                str(datalist), "--fractions", *map(str, FRACTIONS), "--seeds", "0", "1", "2",
+                "--test-fraction", "0.2", "-o", str(tmp_path / run),
+            ]
         )
         assert split_command.run(args) == 0
         outputs.append({p.name: p.read_bytes() for p in sorted((tmp_path / run).iterdir())})

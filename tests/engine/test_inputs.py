@@ -74,5 +74,7 @@ def test_split_whose_test_cases_overlap_training_or_validation_is_refused(tmp_pa
 def test_names_that_cannot_be_told_apart_stop_before_anything_is_written():
     from pipeline.engine.inference import case_names
 
-    with pytest.raises(PipelineError, match=r"in/case1_png.tif: gives the same output name 'case1_png' as in/case1.png"):
+    with pytest.raises(
+        PipelineError, match=r"in/case1_png.tif: gives the same output name 'case1_png' as in/case1.png"
+    ):
         case_names(["in/case1.png", "in/case1.jpg", "in/case1_png.tif"])

@@ -18,7 +18,11 @@ def _dice(prediction: torch.Tensor, truth: torch.Tensor) -> float:
 @pytest.mark.slow
 def test_sites_are_the_tinyvit_blocks(litemedsam, check_sites):
     spec = litemedsam.peft_spec()
-    assert spec.name == "litemedsam" and "mask_decoder.iou_prediction_head" not in spec.head and "mask_decoder.transformer" in spec.head
+    assert (
+        spec.name == "litemedsam"
+        and "mask_decoder.iou_prediction_head" not in spec.head
+        and "mask_decoder.transformer" in spec.head
+    )
     # layers[1..3] hold 2 + 6 + 2 TinyViT blocks; layers[0] is MBConv and has no sites
     assert [site.stage for site in spec.blocks] == [1] * 2 + [2] * 6 + [3] * 2
     # MedSAM's TinyViT keeps full resolution in its patch embedding: stage grids are 128², 64², 64²

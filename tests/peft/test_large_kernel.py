@@ -228,7 +228,9 @@ def test_decomposed_3d_equals_three_sequential_conv3d():
     torch.testing.assert_close(ours, reference, atol=1e-10, rtol=0)
     seed_grad = torch.randn_like(ours)
     params = [x, *module.parameters()]
-    for a, r in zip(torch.autograd.grad(ours, params, seed_grad), torch.autograd.grad(reference, params, seed_grad), strict=False):
+    for a, r in zip(
+        torch.autograd.grad(ours, params, seed_grad), torch.autograd.grad(reference, params, seed_grad), strict=False
+    ):
         torch.testing.assert_close(a, r, atol=1e-10, rtol=0)
 
 

@@ -9,7 +9,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", help="folder of 2D images (PNG/JPG), e.g. a Kvasir-SEG images/ folder")
     parser.add_argument("--backbone", default="litemedsam", help="registered backbone (SAM family)")
     parser.add_argument("--checkpoint", default=None, help="backbone weights, for backbones that do not ship them")
-    parser.add_argument("--adapter", help="adapter checkpoint (a bundle's models/model.pt); without it: frozen backbone")
+    parser.add_argument(
+        "--adapter", help="adapter checkpoint (a bundle's models/model.pt); without it: frozen backbone"
+    )
     parser.add_argument("--count", type=int, default=8, help="first N images by file name")
     parser.add_argument("-o", "--output", required=True, help="JSON with the area ratios and the settings")
     parser.add_argument("--png", help="also write the contribution map as a log-scaled PNG heat map")
@@ -28,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.models import build_backbone
     from pipeline.peft import load_adapter
 
-    files = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})[: args.count]
+    files = sorted(
+        p for p in Path(args.images).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"}
+    )[: args.count]
     if not files:
         raise PipelineError(f"{args.images} holds no PNG/JPG images")
     options = {"checkpoint": args.checkpoint} if args.checkpoint else {}

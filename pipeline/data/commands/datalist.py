@@ -7,7 +7,9 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", help="dataset folder: images/+masks/ (2D), imagesTr/+labelsTr/ (3D) or DICOM series with SEGs")
+    parser.add_argument(
+        "folder", help="dataset folder: images/+masks/ (2D), imagesTr/+labelsTr/ (3D) or DICOM series with SEGs"
+    )
     parser.add_argument("-o", "--output", required=True, help="datalist JSON to write")
     parser.add_argument("--name", help="dataset name (default: the folder name)")
     parser.add_argument("--modality", help="modality recorded in the datalist (default from the layout)")

@@ -7,12 +7,22 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("datalist", help="MSD-style datalist JSON (from `python -m pipeline datalist`)")
-    parser.add_argument("--fractions", type=float, nargs="*", default=[], help="training fractions, e.g. 0.0125 0.1 1.0")
-    parser.add_argument("--k-shot", type=int, nargs="*", default=[], help="training sets of exactly N cases (groups kept whole)")
+    parser.add_argument(
+        "--fractions", type=float, nargs="*", default=[], help="training fractions, e.g. 0.0125 0.1 1.0"
+    )
+    parser.add_argument(
+        "--k-shot", type=int, nargs="*", default=[], help="training sets of exactly N cases (groups kept whole)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one split per seed and fraction")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of cases held out as the common test set")
-    parser.add_argument("--val-fraction", type=float, default=0.0, help="share of the remaining cases used for validation")
-    parser.add_argument("--group-by", help="regex on the image path; cases with the same match (group 1 if any) stay together")
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.2, help="share of cases held out as the common test set"
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.0, help="share of the remaining cases used for validation"
+    )
+    parser.add_argument(
+        "--group-by", help="regex on the image path; cases with the same match (group 1 if any) stay together"
+    )
     parser.add_argument("-o", "--output", required=True, help="folder for split_f<fraction>_s<seed>.json files")
 
 

@@ -39,7 +39,9 @@ def run(args) -> int:
 
     configs = Path(args.bundle) / "configs"
     if not (configs / "train.json").is_file():
-        raise PipelineError(f"{configs / 'train.json'} not found: run the demo from the repository root or pass --bundle")
+        raise PipelineError(
+            f"{configs / 'train.json'} not found: run the demo from the repository root or pass --bundle"
+        )
     output = Path(args.output)
     data = output / "synthetic_kvasir"
     make_synthetic_kvasir(data, n=args.cases)
