@@ -158,7 +158,7 @@ def _bundle(configs: list[str], **overrides) -> float:
     return time.perf_counter() - start
 
 
-def run_part(quick: bool, warm: bool, work: Path) -> list[dict]:
+def run_part(quick: bool, warm: bool, work: Path, methods: list[str], epochs: int) -> list[dict]:
     from pipeline.data.datalist import build_datalist, write_json
     from pipeline.data.splits import make_splits
     from pipeline.experiments.sweep import foreground_dice
@@ -168,10 +168,10 @@ def run_part(quick: bool, warm: bool, work: Path) -> list[dict]:
     if quick:
         split["validation"], split["test"] = split["validation"][:4], split["test"][:8]
     split_path = write_json(split, work / "split.json")
-    epochs = 2 if quick else 30
+    epochs = 2 if quick else epochs
     variants = [("no", False), ("cold", True)] + ([("warm", True)] if warm else [])
     rows = []
-    for method in RUN_METHODS:
+    for method in methods:
         for cache, cached in variants:
             out = work / f"{method}_{cache}"
             common = {"dataset_dir": KVASIR, "split": split_path, "output_dir": out, "cache": cached}
@@ -206,6 +206,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=3, help="measured steps per configuration (after one warm-up)")
     parser.add_argument("--quick", action="store_true", help="run part: 2 epochs and a few evaluation images")
+    parser.add_argument("--methods", nargs="+", choices=RUN_METHODS, default=list(RUN_METHODS),
+                        help="run part: the methods to run")
+    parser.add_argument("--epochs", type=int, default=30, help="run part: training epochs")
     parser.add_argument("--warm", action="store_true", help="run part: add a cached run whose cache directory a "
                         "previous run with the same prefix filled (every later run of a sweep)")
     parser.add_argument("--work", help="folder for the run part's outputs (default: a temporary folder)")
@@ -222,7 +225,7 @@ def main() -> None:
         steps_part(args.device, args.steps, args.threads)
     if args.part in ("run", "all"):
         with tempfile.TemporaryDirectory() as temporary:
-            run_part(args.quick, args.warm, Path(args.work or temporary))
+            run_part(args.quick, args.warm, Path(args.work or temporary), args.methods, args.epochs)
 
 
 if __name__ == "__main__":
