@@ -79,7 +79,10 @@ def _owned(model: nn.Module, step: EncoderStep) -> tuple[list[tuple[str, torch.T
             tensors.append((path, model.get_parameter(path)))
             continue
         modules.append(module)
-        tensors += [(f"{path}.{name}", t) for name, t in [*module.named_parameters(), *module.named_buffers()]]
+        # parameters and persistent buffers: the state a checkpoint defines. Non-persistent buffers are derived
+        # from it, and some modules rebuild them on every mode switch (TinyViT's attention-bias table is
+        # re-registered at each train()/eval() call), which would otherwise split one input over several keys.
+        tensors += [(f"{path}.{name}", t) for name, t in module.state_dict(keep_vars=True).items()]
     return tensors, modules
 
 
