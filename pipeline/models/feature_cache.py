@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.options import flag
+from pipeline.peft.checkpoint import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class FeatureCache:
             for name, tensor in tensors:
                 digest.update(name.encode())
                 _hash_tensor(digest, tensor)
-            if len(self._signatures) >= 8:  # train()/eval() may re-register derived buffers: keep the recent ones
+            if len(self._signatures) >= 8:  # in-place edits of frozen tensors make new identities: keep recent ones
                 self._signatures.pop(next(iter(self._signatures)))
             self._signatures[identity] = digest.hexdigest()
         return self._signatures[identity]
@@ -196,8 +196,6 @@ class FeatureCache:
             return None
 
     def _write(self, key: str, value: torch.Tensor) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         # stored in its memory order and permuted back on reading, so a read entry has the computed one's strides
         order = torch.tensor(_dense_order(value))
         stored = value.detach().cpu().permute(order.tolist()).contiguous()
@@ -206,14 +204,7 @@ class FeatureCache:
         _hash_tensor(check, order)
         digest = torch.frombuffer(bytearray(check.digest()), dtype=torch.uint8)
         payload = save_safetensors({"value": stored, "order": order, "digest": digest})
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(payload)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        atomic_write(self._path(key), lambda stream: stream.write(payload))
 
     def lookup(self, key: str) -> torch.Tensor | None:
         if key in self._memory:

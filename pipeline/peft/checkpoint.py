@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -42,8 +44,9 @@ def _user_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename: a crash never leaves half a file.
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """``write(stream)`` into a temporary file in the same folder, fsync, then rename: a crash never leaves half a
+    file.
 
     The file gets the user's normal mode, not the temporary file's private 0600, so whoever may read the run
     folder (a group, a container running as another user) can read its checkpoints too.
@@ -54,7 +57,7 @@ def atomic_save(obj, path: str | os.PathLike) -> Path:
     try:
         os.fchmod(handle, _user_file_mode())
         with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
@@ -62,6 +65,11 @@ def atomic_save(obj, path: str | os.PathLike) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` of ``obj`` to ``path`` through :func:`atomic_write`."""
+    return atomic_write(path, lambda stream: torch.save(obj, stream))
 
 
 def save_adapter(model: nn.Module, path: str | os.PathLike) -> Path:
