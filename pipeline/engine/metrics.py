@@ -32,6 +32,8 @@ from pipeline.engine.distributed import is_main_process
 from pipeline.errors import PipelineError
 
 METRICS = ("dice", "iou", "hd95", "nsd")
+# Each metric's range: a confidence interval is clipped to it (a Dice interval never reaches past 1).
+METRIC_BOUNDS = {"dice": (0.0, 1.0), "iou": (0.0, 1.0), "nsd": (0.0, 1.0), "hd95": (0.0, math.inf)}
 
 
 def _spacing(label: torch.Tensor, spatial_dims: int) -> list[float]:
@@ -39,6 +41,14 @@ def _spacing(label: torch.Tensor, spatial_dims: int) -> list[float]:
     if pixdim is None:
         return [1.0] * spatial_dims
     return [float(s) for s in torch.as_tensor(pixdim).flatten()[:spatial_dims]]
+
+
+def distance_unit(case: str) -> str:
+    """``"pixel"`` for a case read from a photographic 2D format (PNG, JPEG, ...: no physical spacing, so HD95 is
+    in pixels), ``"mm"`` otherwise (NIfTI, DICOM, NRRD carry their spacing)."""
+    from pipeline.data.datalist import IMAGE_2D
+
+    return "pixel" if any(str(case).lower().endswith(suffix) for suffix in IMAGE_2D) else "mm"
 
 
 def _case_id(item: dict, key: str) -> str:
@@ -89,8 +99,13 @@ def score_case(pred: torch.Tensor, label: torch.Tensor, num_classes: int, nsd_to
     return overlap_scores(pred, label, num_classes) | surface_scores(pred, label, num_classes, nsd_tolerance, spacing)
 
 
-def summarise(values: list[float]) -> dict[str, float | int | None]:
-    """Mean, sample standard deviation and t-based 95 % CI of the finite ``values``; ``non_finite`` counts the rest."""
+def summarise(values: list[float],
+              bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, float | int | None]:
+    """Mean, sample standard deviation and t-based 95 % CI of the finite ``values``; ``non_finite`` counts the rest.
+
+    The interval is clipped to ``bounds``, the metric's range: with few, spread values the t-interval of a Dice
+    reaches past 1, which no reader should see.
+    """
     array = np.asarray(values, dtype=float)
     finite = array[np.isfinite(array)]
     summary: dict[str, float | int | None] = {"n": int(finite.size), "non_finite": int(array.size - finite.size)}
@@ -99,7 +114,8 @@ def summarise(values: list[float]) -> dict[str, float | int | None]:
     mean = float(finite.mean())
     std = float(finite.std(ddof=1)) if finite.size > 1 else 0.0
     half = float(stats.t.ppf(0.975, finite.size - 1) * std / math.sqrt(finite.size)) if finite.size > 1 else 0.0
-    return {**summary, "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
+    low, high = bounds
+    return {**summary, "mean": mean, "std": std, "ci95": [max(mean - half, low), min(mean + half, high)]}
 
 
 def _single_threaded_worker() -> None:
@@ -193,9 +209,10 @@ class CaseMetrics:
 
     def summary(self) -> dict:
         return {
-            name: {m: summarise([r[m] for r in self.rows if r["class"] == name]) for m in METRICS}
+            name: {m: summarise([r[m] for r in self.rows if r["class"] == name], METRIC_BOUNDS[m]) for m in METRICS}
             for name in self.class_names
-        } | {"cases": len({r["case"] for r in self.rows}), "nsd_tolerance_mm": self.nsd_tolerance}
+        } | {"cases": len({r["case"] for r in self.rows}), "nsd_tolerance_mm": self.nsd_tolerance,
+             "distance_unit": distance_unit(self.rows[0]["case"]) if self.rows else None}
 
     def write(self, engine: Engine | None = None) -> None:
         if not is_main_process():

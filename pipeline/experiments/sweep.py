@@ -5,12 +5,17 @@ it?) is answered by curves of test Dice against training-set size (a fraction or
 run is an ordinary bundle command (``python -m pipeline run``: ``monai.bundle run`` in process, a bad input in
 one line), so a sweep reproduces exactly what a user would run by hand; runs whose ``eval/summary.json`` exists
 are skipped, so an interrupted sweep continues where it stopped. All runs share one frozen-prefix cache.
+
+The training budget is counted in optimiser steps (``steps``), not epochs: a 5-image and a 40-image run then get
+the same number of updates, where equal epochs would give the 40-image run eight times more. Validation runs
+every ``val_every_steps`` steps, and early stopping counts validation rounds (the bundle's ``patience``).
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import math
+import shlex
 import statistics
 import subprocess
 from dataclasses import dataclass, field
@@ -19,7 +24,9 @@ from pathlib import Path
 import yaml
 
 from pipeline.engine.bundle_run import bundle_command
+from pipeline.engine.record import TRAINING_RECORD
 from pipeline.errors import PipelineError
+from pipeline.experiments.report import CURVE_FIELDS, RESULT_FIELDS, write_rows
 
 
 @dataclass
@@ -37,6 +44,8 @@ class Sweep:
     val_fraction: float = 0.0
     group_by: str | None = None
     splits: str | None = None
+    steps: int | None = None
+    val_every_steps: int | None = None
     overrides: dict = field(default_factory=dict)
 
     @classmethod
@@ -88,11 +97,28 @@ def write_splits(sweep: Sweep) -> dict[str, Path]:
     return paths
 
 
+def budget(sweep: Sweep, n_train: int, batch_size: int) -> dict:
+    """``max_epochs`` and ``val_interval`` (in epochs) giving ``n_train`` images ``sweep.steps`` optimiser steps
+    and a validation round every ``sweep.val_every_steps`` steps (rounded to whole epochs); ``{}`` without
+    ``steps``, leaving the bundle's epochs as they are."""
+    if sweep.steps is None:
+        return {}
+    per_epoch = math.ceil(n_train / batch_size)
+    every = sweep.val_every_steps or per_epoch
+    return {"max_epochs": math.ceil(sweep.steps / per_epoch), "val_interval": max(1, round(every / per_epoch))}
+
+
+def _bundle_default(sweep: Sweep, key: str):
+    configs = Path(sweep.bundle) / "configs"
+    return sweep.overrides.get(key, json.loads((configs / "train.json").read_text()).get(key))
+
+
 def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) -> tuple[Path, list[list[str]]]:
     """The run folder of one (method, split) and its two commands: train, then evaluate.
 
-    ``method`` is a label of ``sweep.methods``; its options may name the PEFT method under ``method`` so that
-    variants of one method (``dka_zero: {method: dka, init: zero}``) sit side by side in one sweep.
+    ``method`` is a label of ``sweep.methods``; its options may name the PEFT method under ``method`` and the
+    blocks under ``layers`` so that variants of one method (``dka_zero: {method: dka, init: zero}``,
+    ``dka_top: {method: dka, layers: top}``) sit side by side in one sweep.
     """
     run_dir = Path(sweep.output) / "runs" / method / split_name
     common = {"dataset_dir": sweep.dataset_dir, "split": split_path, "output_dir": run_dir}
@@ -102,9 +128,13 @@ def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) ->
         # is encoded once for the whole sweep
         common["cache_dir"] = Path(sweep.output) / "cache"
     options = dict(sweep.methods[method])
-    train = {"method": options.pop("method", method), "method_options": options, **common}
-    return run_dir, [bundle_command(configs, ["train.json"], **{**sweep.overrides, **train}),
-                     bundle_command(configs, ["train.json", "evaluate.json"], **{**sweep.overrides, **common})]
+    train = {"method": options.pop("method", method), **({"layers": options.pop("layers")} if "layers" in options
+                                                            else {})}
+    n_train = len(json.loads(Path(split_path).read_text())["training"])
+    settings = {**sweep.overrides, **budget(sweep, n_train, int(_bundle_default(sweep, "batch_size"))),
+                **train, "method_options": options}
+    return run_dir, [bundle_command(configs, ["train.json"], **settings, **common),
+                     bundle_command(configs, ["train.json", "evaluate.json"], **settings, **common)]
 
 
 def run_one(sweep: Sweep, method: str, split_name: str, split_path: Path) -> Path:
@@ -115,73 +145,70 @@ def run_one(sweep: Sweep, method: str, split_name: str, split_path: Path) -> Pat
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "sweep.log").open("a") as log:
         for command in commands:
-            log.write("$ " + " ".join(command) + "\n")
+            log.write("$ " + shlex.join(command) + "\n")
             log.flush()
             if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
                 raise PipelineError(f"run {method}/{split_name} failed; its output is in {run_dir / 'sweep.log'}")
     return run_dir
 
 
-def foreground_dice(summary: dict) -> float:
-    """Mean over foreground classes of the per-class mean Dice in a bundle's ``summary.json``."""
-    means = [metrics["dice"]["mean"] for key, metrics in summary.items()
-             if isinstance(metrics, dict) and "dice" in metrics and key != "0"]
+def foreground_mean(summary: dict, metric: str = "dice") -> float:
+    """Mean over foreground classes of the per-class mean ``metric`` in a bundle's ``summary.json``."""
+    means = [scores[metric]["mean"] for key, scores in summary.items()
+             if isinstance(scores, dict) and metric in scores and key != "0"]
     means = [m for m in means if m is not None]
     return statistics.fmean(means) if means else float("nan")
 
 
-def collect(sweep: Sweep, splits: dict[str, Path]) -> list[dict]:
-    rows = []
+def _label(sweep: Sweep, method: str) -> tuple[str, str, str]:
+    """The PEFT method, its options (JSON) and its layers, as the run was given them."""
+    options = dict(sweep.methods[method])
+    peft_method = options.pop("method", method)
+    layers = options.pop("layers", sweep.overrides.get("layers", _bundle_default(sweep, "layers")))
+    return peft_method, json.dumps(options, sort_keys=True), str(layers)
+
+
+def collect(sweep: Sweep, splits: dict[str, Path]) -> tuple[list[dict], list[dict]]:
+    """The results rows (:data:`RESULT_FIELDS`) and the training-curve rows (:data:`CURVE_FIELDS`) of every
+    evaluated run."""
+    rows, curves = [], []
     for method in sweep.methods:
+        peft_method, options, layers = _label(sweep, method)
         for name, path in splits.items():
-            summary_path = Path(sweep.output) / "runs" / method / name / "eval" / "summary.json"
+            run_dir = Path(sweep.output) / "runs" / method / name
+            summary_path = run_dir / "eval" / "summary.json"
             if not summary_path.is_file():
                 continue
             split = json.loads(path.read_text())
-            rows.append({"method": method, "fraction": split["fraction"], "k_shot": split.get("k_shot"),
-                         "seed": split["seed"],
-                         "n_train": len(split["training"]), "n_test": len(split["test"]),
-                         "dice": foreground_dice(json.loads(summary_path.read_text()))})
-    return rows
+            summary = json.loads(summary_path.read_text())
+            record_path = run_dir / TRAINING_RECORD
+            record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+            rows.append({
+                "method": method, "peft_method": peft_method, "options": options, "layers": layers,
+                "fraction": split["fraction"], "k_shot": split.get("k_shot"), "n_train": len(split["training"]),
+                "n_test": len(split["test"]), "seed": split["seed"],
+                **{metric: foreground_mean(summary, metric) for metric in ("dice", "iou", "hd95")},
+                "hd95_unit": summary.get("distance_unit"),
+                "trainable_parameters": record.get("trainable_parameters"),
+                "train_seconds": record.get("train_seconds"), "epochs_run": record.get("epochs_run"),
+                "iterations_run": record.get("iterations_run"), "best_val_dice": record.get("best_val_metric"),
+                "device": record.get("device"),
+            })
+            curves += [{"method": method, "n_train": len(split["training"]), "seed": split["seed"],
+                        "epoch": entry["epoch"], "iteration": entry["iteration"],
+                        "train_loss": entry["train_loss"], "val_dice": entry["val_metric"]}
+                       for entry in record.get("curves", [])]
+    return rows, curves
 
 
-def _training_set(row: dict) -> tuple[int, float]:
-    """A row's column: its k-shot count, or its training fraction (k-shot columns first, then by fraction)."""
-    return (0, row["k_shot"]) if row.get("k_shot") is not None else (1, row["fraction"])
+def write_results(sweep: Sweep, rows: list[dict], curves: list[dict]) -> list[Path]:
+    """``results.csv`` and ``curves.csv`` under the sweep's output, then the report rendered from them."""
+    from pipeline.experiments.report import render
 
-
-def table(rows: list[dict]) -> str:
-    """Markdown: one row per method, one column per training set size, mean ± std test Dice over seeds."""
-    columns = sorted({_training_set(r) for r in rows})
-    sizes = {c: sorted({r["n_train"] for r in rows if _training_set(r) == c}) for c in columns}
-    titles = [
-        f"{value} cases (k-shot)" if kind == 0 else f"{value:g} ({'/'.join(map(str, sizes[(kind, value)]))} cases)"
-        for kind, value in columns
-    ]
-    header = "| method | " + " | ".join(titles) + " |"
-    lines = [header, "|" + " --- |" * (len(columns) + 1)]
-    for method in dict.fromkeys(r["method"] for r in rows):
-        cells = []
-        for column in columns:
-            values = [r["dice"] for r in rows if r["method"] == method and _training_set(r) == column]
-            if not values:
-                cells.append("")
-            elif len(values) == 1:
-                cells.append(f"{values[0]:.3f}")
-            else:
-                cells.append(f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f} (n={len(values)})")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_results(sweep: Sweep, rows: list[dict]) -> tuple[Path, Path]:
     output = Path(sweep.output)
-    csv_path, md_path = output / "results.csv", output / "results.md"
-    with csv_path.open("w", newline="") as stream:
-        writer = csv.DictWriter(
-            stream, fieldnames=["method", "fraction", "k_shot", "seed", "n_train", "n_test", "dice"]
-        )
-        writer.writeheader()
-        writer.writerows(rows)
-    md_path.write_text(table(rows))
-    return csv_path, md_path
+    write_rows(curves, output / "curves.csv", CURVE_FIELDS)
+    results = write_rows(rows, output / "results.csv", RESULT_FIELDS)
+    budget_line = f"{sweep.steps} optimiser steps per run" if sweep.steps else "the bundle's epochs"
+    return [results, output / "curves.csv",
+            *render(results, title=f"{Path(sweep.output).name}: {budget_line}, test set of "
+                                   f"{rows[0]['n_test'] if rows else '?'} images")]

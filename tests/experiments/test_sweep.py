@@ -1,4 +1,4 @@
-"""The few-shot sweep's orchestration: splits, commands, skipping finished runs, failures, the result table.
+"""The few-shot sweep's orchestration: splits, commands, budgets, skipping finished runs, failures, the results.
 
 The bundle runs themselves are replaced by a stand-in that writes a summary.json (the bundles have their own
 end-to-end tests); what is tested here is that the sweep runs each (method, split) once, in the right order, with
@@ -17,7 +17,17 @@ from PIL import Image
 
 from pipeline.errors import PipelineError
 from pipeline.experiments import sweep as sweep_module
-from pipeline.experiments.sweep import Sweep, collect, foreground_dice, run_one, table, write_results, write_splits
+from pipeline.experiments.report import read_rows
+from pipeline.experiments.sweep import (
+    Sweep,
+    budget,
+    collect,
+    foreground_mean,
+    planned_run,
+    run_one,
+    write_results,
+    write_splits,
+)
 
 
 @pytest.fixture
@@ -49,14 +59,25 @@ overrides: {{max_epochs: 3}}
 
 
 def fake_bundle(calls, dice_by_method):
+    """Stands in for the bundle: training writes a training.json, evaluation a summary.json."""
+
     def run(command, stdout=None, stderr=None):
         calls.append(command)
         args = dict(zip(command[6::2], command[7::2], strict=False))
+        run_dir = Path(args["--output_dir"])
+        method = run_dir.parent.name
         if command[5].endswith("evaluate.json']"):
-            method = Path(args["--output_dir"]).parent.name
-            summary = Path(args["--output_dir"]) / "eval" / "summary.json"
+            summary = run_dir / "eval" / "summary.json"
             summary.parent.mkdir(parents=True)
-            summary.write_text(json.dumps({"1": {"dice": {"mean": dice_by_method[method]}}}))
+            scores = {"dice": {"mean": dice_by_method[method]}, "iou": {"mean": 0.5}, "hd95": {"mean": 7.0}}
+            summary.write_text(json.dumps({"1": scores, "distance_unit": "pixel"}))
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            record = {"trainable_parameters": 123, "train_seconds": 60.0, "epochs_run": 2, "iterations_run": 4,
+                      "best_val_metric": 0.7, "device": "cpu",
+                      "curves": [{"epoch": e, "iteration": 2 * e, "train_loss": 1.0 / e, "val_metric": 0.3 * e}
+                                 for e in (1, 2)]}
+            (run_dir / "training.json").write_text(json.dumps(record))
         return subprocess.CompletedProcess(command, 0)
 
     return run
@@ -84,15 +105,22 @@ def test_sweep_runs_each_method_and_split_once_and_tabulates(config, monkeypatch
         run_one(config, "dka", name, path)
     assert len(calls) == 16
 
-    rows = collect(config, splits)
+    rows, curves = collect(config, splits)
     assert {(r["method"], r["fraction"], r["seed"]) for r in rows} == {
         (m, f, s) for m in ("dka", "linear_probe") for f in (0.2, 1.0) for s in (0, 1)}
     assert {r["n_train"] for r in rows if r["fraction"] == 0.2} == {2}
-    csv_path, md_path = write_results(config, rows)
-    markdown = md_path.read_text()
-    assert "| dka | 0.800 ± 0.000 (n=2) | 0.800 ± 0.000 (n=2) |" in markdown
-    assert "| linear_probe | 0.600 ± 0.000 (n=2)" in markdown
-    assert len(csv_path.read_text().splitlines()) == 1 + 8
+    dka = next(r for r in rows if r["method"] == "dka")
+    assert (dka["peft_method"], json.loads(dka["options"]), dka["layers"]) == ("dka", {"r": 8}, "middle")
+    assert (dka["iou"], dka["hd95"], dka["hd95_unit"], dka["trainable_parameters"], dka["iterations_run"]) == (
+        0.5, 7.0, "pixel", 123, 4)
+    assert len(curves) == 2 * len(rows) and {c["val_dice"] for c in curves} == {0.3, 0.6}
+    written = write_results(config, rows, curves)
+    assert [p.name for p in written] == ["results.csv", "curves.csv", "results.md", "results.png", "curves.png"]
+    markdown = (written[0].parent / "results.md").read_text()
+    assert "| dka | 0.800 [0.800, 0.800] (n=2) | 0.800 [0.800, 0.800] (n=2) |" in markdown
+    assert "| linear_probe | 0.600 [0.600, 0.600] (n=2)" in markdown
+    assert "| hd95 (pixel) |" in markdown
+    assert len(read_rows(written[0])) == 8
 
 
 def test_failed_run_names_its_log(config, monkeypatch):
@@ -111,14 +139,28 @@ def test_bad_config_is_one_clear_error(tmp_path):
         Sweep.load(path)
 
 
-def test_foreground_dice_averages_foreground_classes_only():
+def test_foreground_mean_averages_foreground_classes_only():
     summary = {"0": {"dice": {"mean": 0.99}}, "1": {"dice": {"mean": 0.8}}, "2": {"dice": {"mean": 0.6}}, "cases": 3}
-    assert foreground_dice(summary) == pytest.approx(0.7)
+    assert foreground_mean(summary) == pytest.approx(0.7)
 
 
-def test_table_single_seed_cells():
-    rows = [{"method": "dka", "fraction": 0.01, "seed": 0, "n_train": 5, "dice": 0.5}]
-    assert table(rows).splitlines()[2] == "| dka | 0.500 |"
+def test_budget_gives_every_training_set_the_same_number_of_steps(config):
+    config.steps, config.val_every_steps = 120, 12
+    assert budget(config, n_train=5, batch_size=2) == {"max_epochs": 40, "val_interval": 4}
+    assert budget(config, n_train=40, batch_size=2) == {"max_epochs": 6, "val_interval": 1}
+    config.steps = None
+    assert budget(config, n_train=5, batch_size=2) == {}
+
+
+def test_planned_commands_carry_the_step_budget_and_the_variant_layers(config):
+    config.steps, config.val_every_steps = 30, 6
+    config.methods = {"dka_top": {"method": "dka", "layers": "top", "kernel_size": 31}}
+    name, path = next(iter(write_splits(config).items()))  # 2 training images: 1 step per epoch at batch size 2
+    train, evaluate = planned_run(config, "dka_top", name, path)[1]
+    args = dict(zip(train[6::2], train[7::2], strict=False))
+    assert (args["--max_epochs"], args["--val_interval"], args["--layers"]) == ("30", "6", "top")
+    assert json.loads(args["--method_options"]) == {"kernel_size": 31}
+    assert dict(zip(evaluate[6::2], evaluate[7::2], strict=False))["--layers"] == "top"
 
 
 def test_premade_splits_are_used_as_they_are(config, tmp_path):
@@ -150,6 +192,5 @@ def test_k_shot_training_sets_get_their_own_columns(config, monkeypatch):
     assert sorted(splits) == ["split_k1_s0", "split_k3_s0"]
     for name, path in splits.items():
         run_one(config, "dka", name, path)
-    rows = collect(config, splits)
+    rows, _ = collect(config, splits)
     assert sorted((r["k_shot"], r["n_train"], r["fraction"]) for r in rows) == [(1, 1, None), (3, 3, None)]
-    assert table(rows).splitlines()[0] == "| method | 1 cases (k-shot) | 3 cases (k-shot) |"

@@ -27,7 +27,7 @@ def test_box_prompted_logits_at_input_resolution(variant, check_sites):
     assert not any(p.requires_grad for p in model.prompt_encoder.parameters())
 
 
-def test_prompt_free_multiclass_starts_from_pretrained_tokens(tmp_path):
+def test_prompt_free_head_starts_from_the_single_mask_token_at_the_class_priors(tmp_path):
     pretrained = build_backbone("sam_vit_b", size=SMALL_SAM)
     torch.save(pretrained.state_dict(), tmp_path / "sam_small.pth")
     free = build_backbone(
@@ -35,18 +35,20 @@ def test_prompt_free_multiclass_starts_from_pretrained_tokens(tmp_path):
     )
     decoder, source = free.mask_decoder, pretrained.mask_decoder
     assert decoder.num_mask_tokens == 6 and len(decoder.output_hypernetworks_mlps) == 6
-    # class k starts as the checkpoint's token and hypernetwork MLP k mod 4
-    for k in range(6):
-        assert torch.equal(decoder.mask_tokens.weight[k], source.mask_tokens.weight[k % 4])
-        mlp, source_mlp = decoder.output_hypernetworks_mlps[k], source.output_hypernetworks_mlps[k % 4]
+    for k in range(6):  # every class starts as the checkpoint's single-mask token 0 and its MLP
+        assert torch.equal(decoder.mask_tokens.weight[k], source.mask_tokens.weight[0])
+        mlp, source_mlp = decoder.output_hypernetworks_mlps[k], source.output_hypernetworks_mlps[0]
         assert torch.equal(mlp.layers[0].weight, source_mlp.layers[0].weight)
-    assert decoder.output_hypernetworks_mlps[0] is not decoder.output_hypernetworks_mlps[4]
+    assert decoder.output_hypernetworks_mlps[0] is not decoder.output_hypernetworks_mlps[4], "classes train apart"
+    assert "class_prior" in free.peft_spec().head
     image = torch.rand(2, 3, 61, 45)
     with torch.no_grad():
         logits = free(image)
     assert logits.shape == (2, 6, 61, 45)
-    assert torch.allclose(logits[:, 0], logits[:, 4], atol=1e-6)
-    assert not torch.allclose(logits[:, 0], logits[:, 1], atol=1e-3)
+    # identical classes: the start is the priors, background 0.9 and 0.02 per foreground class, at every pixel
+    probabilities = logits.softmax(1)
+    expected = torch.tensor([0.9] + [0.02] * 5).view(1, 6, 1, 1).expand_as(probabilities)
+    assert torch.allclose(probabilities, expected, atol=1e-5)
 
 
 def test_batch_matches_single_images():

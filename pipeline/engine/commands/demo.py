@@ -9,6 +9,7 @@ metrics it prints are on synthetic shapes and say nothing about accuracy on real
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ def add_arguments(parser) -> None:
 def _run(command: list) -> None:
     """Run one step; a failed step has printed its reason (one ``error:`` line), so the demo ends with its status."""
     command = [str(part) for part in command]
-    print("$", " ".join(command), flush=True)
+    print("$", shlex.join(command), flush=True)
     status = subprocess.run(command).returncode
     if status != 0:
         raise SystemExit(status)

@@ -1,8 +1,11 @@
-"""``python -m pipeline sweep CONFIG``: train and evaluate a bundle per (method, fraction, seed), tabulate Dice."""
+"""``python -m pipeline sweep CONFIG``: train and evaluate a bundle per (method, training-set size, seed), then
+write ``results.csv``, ``curves.csv``, ``results.md`` and the plots (see :mod:`pipeline.experiments.report`)."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.errors import PipelineError
+    from pipeline.experiments.report import eta
     from pipeline.experiments.sweep import Sweep, collect, planned_run, run_one, write_results, write_splits
 
     sweep = Sweep.load(args.config)
@@ -22,15 +26,25 @@ def run(args: argparse.Namespace) -> int:
             raise PipelineError(f"--methods {unknown} are not in {args.config}")
         sweep.methods = {m: sweep.methods[m] for m in args.methods}
     splits = write_splits(sweep)
-    for name, path in splits.items():
-        for method in sweep.methods:
-            if args.dry_run:
-                for command in planned_run(sweep, method, name, path)[1]:
-                    print(" ".join(command))
-                continue
-            print(f"{method} {name}: {run_one(sweep, method, name, path)}", flush=True)
-    if not args.dry_run:
-        csv_path, md_path = write_results(sweep, collect(sweep, splits))
-        print(md_path.read_text())
-        print(f"results: {csv_path}, {md_path}")
+    plan = [(method, name, path) for name, path in splits.items() for method in sweep.methods]
+    if args.dry_run:
+        for method, name, path in plan:
+            for command in planned_run(sweep, method, name, path)[1]:
+                print(shlex.join(command))
+        return 0
+    todo = [run for run in plan if not (planned_run(sweep, *run)[0] / "eval" / "summary.json").is_file()]
+    print(f"sweep: {len(plan)} runs, {len(plan) - len(todo)} already evaluated, {len(todo)} to run", flush=True)
+    spent: dict[str, list[float]] = {}
+    for index, (method, name, path) in enumerate(todo, 1):
+        started = time.perf_counter()
+        run_dir = run_one(sweep, method, name, path)
+        spent.setdefault(method, []).append(time.perf_counter() - started)
+        # the rest at each method's mean so far (methods not yet run: the mean of all runs so far)
+        overall = sum(sum(v) for v in spent.values()) / sum(len(v) for v in spent.values())
+        left = sum(sum(spent[m]) / len(spent[m]) if m in spent else overall for m, _, _ in todo[index:])
+        print(f"[{index}/{len(todo)}] {method} {name}: {spent[method][-1] / 60:.1f} min ({run_dir}); "
+              f"ETA of the rest {eta(left)}", flush=True)
+    written = write_results(sweep, *collect(sweep, splits))
+    print((written[0].parent / "results.md").read_text())
+    print("written: " + ", ".join(map(str, written)))
     return 0

@@ -1,0 +1,213 @@
+"""A study's results as a reader needs them: mean and 95 % CI over seeds per cell, a plot, and training curves.
+
+``results.csv`` holds one row per run (:data:`RESULT_FIELDS`), ``curves.csv`` one row per (run, epoch)
+(:data:`CURVE_FIELDS`). Everything here is rendered from those two files alone, so ``python -m pipeline report``
+re-renders a study on any machine, from any copy of its results, without the run folders.
+
+Intervals are Student-t intervals over seeds (few seeds: wide, as they should be), clipped to the metric's range
+(:data:`pipeline.engine.metrics.METRIC_BOUNDS`), and every cell shows its ``n``: a cell of one seed has no interval.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from pipeline.engine.metrics import METRIC_BOUNDS, summarise
+from pipeline.errors import PipelineError
+
+RESULT_FIELDS = ("method", "peft_method", "options", "layers", "fraction", "k_shot", "n_train", "n_test", "seed",
+                 "dice", "iou", "hd95", "hd95_unit", "trainable_parameters", "train_seconds", "epochs_run",
+                 "iterations_run", "best_val_dice", "device")
+CURVE_FIELDS = ("method", "n_train", "seed", "epoch", "iteration", "train_loss", "val_dice")
+_NUMBERS = {"fraction", "n_train", "n_test", "seed", "dice", "iou", "hd95", "trainable_parameters", "train_seconds",
+            "epochs_run", "iterations_run", "best_val_dice", "k_shot", "epoch", "iteration", "train_loss", "val_dice"}
+
+
+def _number(text: str) -> float | None:
+    return None if text in ("", "None") else float(text)
+
+
+def read_rows(path: str | Path, fields: tuple[str, ...] = RESULT_FIELDS) -> list[dict]:
+    """The rows of a results (or curves) file, numbers as floats; a file missing a column is refused."""
+    path = Path(path)
+    try:
+        with path.open(newline="") as stream:
+            reader = csv.DictReader(stream)
+            missing = sorted(set(fields) - set(reader.fieldnames or ()))
+            if missing:
+                raise PipelineError(f"{path} is not a study results file: it lacks the columns {missing}")
+            rows = list(reader)
+    except OSError as error:
+        raise PipelineError(f"{path} cannot be read ({error.strerror})") from None
+    for row in rows:
+        for key in _NUMBERS & set(row):
+            try:
+                row[key] = _number(row[key])
+            except ValueError:
+                raise PipelineError(f"{path}: column {key} holds {row[key]!r}, not a number") from None
+    return rows
+
+
+def write_rows(rows: list[dict], path: Path, fields: tuple[str, ...]) -> Path:
+    with path.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(fields), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def cell(values: list[float], metric: str) -> dict:
+    """:func:`summarise` of one cell's per-seed values, clipped to ``metric``'s range."""
+    return summarise([v for v in values if v is not None], METRIC_BOUNDS[metric])
+
+
+def _format(summary: dict, digits: int) -> str:
+    if summary["mean"] is None:
+        return "–"
+    if summary["n"] == 1:
+        return f"{summary['mean']:.{digits}f} (n=1)"
+    low, high = summary["ci95"]
+    return f"{summary['mean']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] (n={summary['n']})"
+
+
+def _grid(rows: list[dict]) -> tuple[list[str], list[int]]:
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    sizes = sorted({int(row["n_train"]) for row in rows})
+    return methods, sizes
+
+
+def table(rows: list[dict], metric: str = "dice", digits: int = 3) -> str:
+    """Markdown: one row per method, one column per training-set size, mean [95 % CI] (n seeds)."""
+    methods, sizes = _grid(rows)
+    unit = {"hd95": f" ({rows[0].get('hd95_unit') or 'unit unknown'})"}.get(metric, "") if rows else ""
+    lines = [f"| {metric}{unit} | " + " | ".join(f"{n} images" for n in sizes) + " |",
+             "|" + " --- |" * (len(sizes) + 1)]
+    for method in methods:
+        cells = [_format(cell([r[metric] for r in rows if r["method"] == method and r["n_train"] == n], metric),
+                         digits) for n in sizes]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def costs(rows: list[dict]) -> str:
+    """Markdown: per method, its trainable parameters, and per training-set size the mean steps and minutes run."""
+    methods, sizes = _grid(rows)
+    lines = ["| method | trainable parameters | " + " | ".join(f"{n} images: steps, min" for n in sizes) + " |",
+             "|" + " --- |" * (len(sizes) + 2)]
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        params = {int(r["trainable_parameters"]) for r in mine if r["trainable_parameters"] is not None}
+        cells = []
+        for n in sizes:
+            runs = [r for r in mine if r["n_train"] == n and r["train_seconds"] is not None]
+            if not runs:
+                cells.append("–")
+                continue
+            steps = sum(r["iterations_run"] for r in runs) / len(runs)
+            minutes = sum(r["train_seconds"] for r in runs) / len(runs) / 60
+            cells.append(f"{steps:.0f}, {minutes:.1f}")
+        lines.append(f"| {method} | {', '.join(f'{p:,}' for p in sorted(params))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(rows: list[dict], title: str = "Results") -> str:
+    devices = sorted({r["device"] for r in rows if r.get("device")})
+    return (f"# {title}\n\nTest Dice, mean [95 % t-interval over seeds, clipped to 0–1] (n seeds). "
+            f"Runs on: {', '.join(devices) or 'unknown'}.\n\n" + table(rows, "dice") + "\n" + table(rows, "hd95", 1)
+            + "\nTraining cost per run (mean over seeds):\n\n" + costs(rows))
+
+
+def plot(rows: list[dict], path: Path, metric: str = "dice") -> Path:
+    """Test ``metric`` against the number of training images, one line per method, its 95 % CI as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods, sizes = _grid(rows)
+    figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for method in methods:
+        xs, means, lows, highs = [], [], [], []
+        for n in sizes:
+            summary = cell([r[metric] for r in rows if r["method"] == method and r["n_train"] == n], metric)
+            if summary["mean"] is None:
+                continue
+            xs.append(n)
+            means.append(summary["mean"])
+            lows.append(summary["ci95"][0])
+            highs.append(summary["ci95"][1])
+        if xs:
+            (line,) = axes.plot(xs, means, marker="o", label=method)
+            axes.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15, linewidth=0)
+    axes.set_xscale("log")
+    axes.set_xticks(sizes, [str(n) for n in sizes])
+    axes.set_xlabel("training images")
+    axes.set_ylabel(f"test {metric}")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def plot_curves(curves: list[dict], path: Path) -> Path:
+    """Validation Dice against optimiser steps, one panel per training-set size, one colour per method (a thin
+    line per seed): a method that never left 0 is seen as such."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods, sizes = _grid(curves)
+    figure, panels = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.6), dpi=110, squeeze=False)
+    colours = {m: f"C{i}" for i, m in enumerate(methods)}
+    for panel, n in zip(panels[0], sizes, strict=True):
+        runs = defaultdict(list)
+        for row in curves:
+            if row["n_train"] == n and row["val_dice"] is not None:
+                runs[(row["method"], row["seed"])].append((row["iteration"], row["val_dice"]))
+        for (method, seed), points in sorted(runs.items(), key=lambda item: (methods.index(item[0][0]), item[0][1])):
+            points.sort()
+            panel.plot(*zip(*points, strict=True), color=colours[method], linewidth=1, alpha=0.8,
+                       label=method if seed == min(s for m, s in runs if m == method) else None)
+        panel.set_title(f"{n} training images")
+        panel.set_xlabel("optimiser steps")
+        panel.set_ylim(0, 1)
+        panel.grid(alpha=0.3)
+    panels[0][0].set_ylabel("validation Dice")
+    panels[0][-1].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def render(results: str | Path, title: str = "Results") -> list[Path]:
+    """``results.md`` and ``results.png`` beside ``results``, and ``curves.png`` from a ``curves.csv`` beside it."""
+    results = Path(results)
+    rows = read_rows(results)
+    if not rows:
+        raise PipelineError(f"{results} holds no runs yet")
+    folder = results.parent
+    written = [folder / "results.md", plot(rows, folder / "results.png")]
+    written[0].write_text(markdown(rows, title))
+    curves_path = folder / "curves.csv"
+    if curves_path.is_file():
+        curves = read_rows(curves_path, CURVE_FIELDS)
+        if curves:
+            written.append(plot_curves(curves, folder / "curves.png"))
+    return written
+
+
+def eta(seconds: float) -> str:
+    """``1 h 05 min`` / ``4 min`` / ``35 s``."""
+    if not math.isfinite(seconds):
+        return "unknown"
+    seconds = max(0, round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 60} min" if seconds >= 60 else f"{seconds} s"

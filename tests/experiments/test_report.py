@@ -1,0 +1,70 @@
+"""The study report: intervals over seeds clipped to the metric's range, n shown, files rendered from the CSVs."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.experiments.report import (
+    CURVE_FIELDS,
+    RESULT_FIELDS,
+    cell,
+    costs,
+    eta,
+    read_rows,
+    render,
+    table,
+    write_rows,
+)
+
+
+def _row(method, n_train, seed, dice, **extra):
+    row = dict.fromkeys(RESULT_FIELDS)
+    row.update(method=method, n_train=n_train, seed=seed, dice=dice, iou=dice, hd95=10.0, hd95_unit="pixel",
+               trainable_parameters=1000, train_seconds=120.0, iterations_run=50, device="cpu", **extra)
+    return row
+
+
+def test_interval_is_the_t_interval_clipped_to_the_metric_range():
+    summary = cell([0.90, 0.99, 0.995], "dice")
+    assert summary["n"] == 3 and summary["mean"] == pytest.approx(0.96167, abs=1e-4)
+    # t(0.975, 2) = 4.303; sd 0.0535 -> half-width 0.133: the raw upper end 1.094 is clipped to 1
+    assert summary["ci95"][1] == 1.0 and summary["ci95"][0] == pytest.approx(0.8287, abs=1e-3)
+    assert cell([3.0, 50.0], "hd95")["ci95"][0] == 0.0, "a distance is never negative"
+
+
+def test_table_cells_show_mean_interval_and_n_and_missing_cells():
+    rows = [_row("dka", 5, s, d) for s, d in enumerate((0.5, 0.6, 0.7))] + [_row("lora", 40, 0, 0.8)]
+    lines = table(rows).splitlines()
+    assert lines[0] == "| dice | 5 images | 40 images |"
+    assert lines[2] == "| dka | 0.600 [0.352, 0.848] (n=3) | – |"
+    assert lines[3] == "| lora | – | 0.800 (n=1) |"
+    assert "| hd95 (pixel) |" in table(rows, "hd95")
+    assert "| dka | 1,000 | 50, 2.0 | – |" in costs(rows)
+
+
+def test_render_writes_table_and_plots_from_the_csvs_alone(tmp_path):
+    rows = [_row(m, n, s, 0.5 + 0.01 * s) for m in ("dka", "adapter") for n in (5, 40) for s in range(3)]
+    results = write_rows(rows, tmp_path / "results.csv", RESULT_FIELDS)
+    curves = [{"method": m, "n_train": 5, "seed": 0, "epoch": e, "iteration": 3 * e, "train_loss": 1.0,
+               "val_dice": 0.1 * e} for m in ("dka", "adapter") for e in (1, 2)]
+    write_rows(curves, tmp_path / "curves.csv", CURVE_FIELDS)
+    written = render(results, title="t")
+    assert [p.name for p in written] == ["results.md", "results.png", "curves.png"]
+    assert all(p.stat().st_size > 1000 for p in written[1:])
+    assert written[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| adapter | 0.510 [0.485, 0.535] (n=3) |" in written[0].read_text()
+
+
+def test_a_file_that_is_not_a_results_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "other.csv"
+    path.write_text("case,dice\na,0.5\n")
+    lacks = r"other.csv is not a study results file: it lacks the columns \['best_val_dice', 'device'"
+    with pytest.raises(PipelineError, match=lacks):
+        read_rows(path)
+    with pytest.raises(PipelineError, match="missing.csv cannot be read"):
+        read_rows(tmp_path / "missing.csv")
+
+
+def test_eta_formatting():
+    assert [eta(35), eta(240), eta(3900), eta(float("inf"))] == ["35 s", "4 min", "1 h 05 min", "unknown"]
