@@ -218,10 +218,10 @@ def _snapshot_problem(path: Path) -> str | None:
     if not (path / "config.json").is_file():
         missing.append("config.json")
     if not any((path / name).is_file() for name in WEIGHTS_FILES):
-        missing.append(" or ".join(WEIGHTS_FILES))
+        missing.append(f"weights ({' or '.join(WEIGHTS_FILES)})")
     if not ((path / "tokenizer.json").is_file() or all((path / n).is_file() for n in ("vocab.json", "merges.txt"))):
-        missing.append("the tokenizer (tokenizer.json, or vocab.json + merges.txt)")
-    return f"it has no {', no '.join(missing)}" if missing else None
+        missing.append("tokenizer (tokenizer.json, or vocab.json + merges.txt)")
+    return f"missing {', '.join(missing)}" if missing else None
 
 
 def _load_snapshot(path: Path) -> tuple[CLIPSegForImageSegmentation, object, tuple, tuple]:
