@@ -224,12 +224,22 @@ def _snapshot_problem(path: Path) -> str | None:
     return f"missing {', '.join(missing)}" if missing else None
 
 
-def _load_snapshot(path: Path) -> tuple[CLIPSegForImageSegmentation, object, tuple, tuple]:
-    """Model, tokenizer and normalisation from a local snapshot; every failure is one line naming the folder."""
-    hint = "download it yourself, e.g. `hf download CIDAS/clipseg-rd64-refined --local-dir DIR`"
-    problem = _snapshot_problem(path)
+def check_source(checkpoint: str | Path | None, config: CLIPSegConfig | None) -> None:
+    """Raise :class:`PipelineError` unless exactly one of ``checkpoint`` (a complete local snapshot folder) and
+    ``config`` is given; bundles call it before building anything."""
+    if (checkpoint is None) == (config is None):
+        raise PipelineError("clipseg needs exactly one of checkpoint= (a local Hugging Face snapshot folder of "
+                            "CLIPSeg, e.g. CIDAS/clipseg-rd64-refined) and config= (random weights)")
+    problem = None if checkpoint is None else _snapshot_problem(Path(checkpoint))
     if problem is not None:
-        raise PipelineError(f"clipseg checkpoint {path} is not a CLIPSeg snapshot folder: {problem} ({hint})")
+        raise PipelineError(
+            f"clipseg checkpoint {checkpoint} is not a CLIPSeg snapshot folder: {problem} (download it yourself, "
+            "e.g. `hf download CIDAS/clipseg-rd64-refined --local-dir DIR`)"
+        )
+
+
+def _load_snapshot(path: Path) -> tuple[CLIPSegForImageSegmentation, object, tuple, tuple]:
+    """Model, tokenizer and normalisation from a checked snapshot folder; a failure is one line naming it."""
     try:
         model, info = CLIPSegForImageSegmentation.from_pretrained(path, local_files_only=True,
                                                                   output_loading_info=True)
@@ -267,9 +277,7 @@ def build_clipseg(
     """
     if spatial_dims != 2:
         raise PipelineError(f"clipseg is a 2D model; got spatial_dims={spatial_dims}")
-    if (checkpoint is None) == (config is None):
-        raise PipelineError("clipseg needs exactly one of checkpoint= (a local Hugging Face snapshot folder of "
-                            "CLIPSeg, e.g. CIDAS/clipseg-rd64-refined) and config= (random weights)")
+    check_source(checkpoint, config)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])
     if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
         raise PipelineError(f"clipseg needs one non-empty text prompt per class (e.g. the class names), got {prompts}")
