@@ -112,3 +112,17 @@ def test_missing_or_incomplete_snapshot_ends_with_one_line(tmp_path):
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith("error: ") and message in last
         assert "Traceback" not in result.stderr
+
+
+def test_metadata_verifies_offline_against_the_vendored_schema():
+    from monai.bundle import verify_metadata
+
+    schema = REPO / "bundles" / "meta_schema_20240725.json"
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema))
+
+
+def test_verify_net_in_out_accepts_the_network(tiny_override):
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"),
+                      config_file=[str(CONFIGS / "train.json"), str(tiny_override)], n=1, device="cpu")
