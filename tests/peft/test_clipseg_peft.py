@@ -124,3 +124,12 @@ def test_telescopic_checkpoint_round_trip(tmp_path):
     torch.manual_seed(3)
     loaded = load_adapter(tiny_clipseg(), tmp_path / "telescopic.pt").eval()
     torch.testing.assert_close(loaded(image), model(image))
+
+
+def test_explicit_arguments_win_over_the_recipe():
+    model = tiny_clipseg()
+    report = apply_peft(model, "telescopic", layers=[0, 1], placement="sequential", r_min=4, r_max=6)
+    assert report.state.layers == [0, 1] and report.state.options["placement"] == "sequential"
+    adapters = _adapters(model)
+    assert set(adapters) == {f"{VISION}.0", f"{VISION}.1"}
+    assert [adapters[f"{VISION}.{i}"].down.out_features for i in (0, 1)] == [4, 6]
