@@ -20,7 +20,7 @@ from pipeline.peft import apply_peft, load_adapter
 logger = logging.getLogger(__name__)
 
 
-def build_network(backbone: str, method: str | None = "dka", layers="middle", method_options: dict | None = None,
+def build_network(backbone: str, method: str | None = "dka", layers=None, method_options: dict | None = None,
                   adapter: str | None = None, feature_cache: FeatureCache | None = None,
                   **backbone_options) -> nn.Module:
     """``build_backbone(backbone, **backbone_options)``, then ``apply_peft`` (training) or ``load_adapter``.

@@ -127,6 +127,12 @@ def check_bundle_arguments(**arguments) -> bool:
     return _ending_the_run(check_arguments, **arguments)
 
 
+def check_bundle_call(check, **arguments) -> bool:
+    """``check(**arguments)`` for a bundle config, e.g. a backbone's own source check
+    (:func:`pipeline.models.clipseg.check_source`): a :class:`PipelineError` ends the run with its one line."""
+    return _ending_the_run(check, **arguments)
+
+
 def check_bundle_checkpoint(checkpoint: str | None, hint: str) -> bool:
     """:func:`check_checkpoint` for a bundle config: missing weights end the run with one line."""
     return _ending_the_run(check_checkpoint, checkpoint=checkpoint, hint=hint)

@@ -1,12 +1,14 @@
 """Pretrained segmentation backbones, built by name, ready for :func:`pipeline.peft.apply_peft`.
 
-Every backbone is an ``nn.Module`` with ``forward(image, boxes=None) -> logits`` at the input's resolution and a
+Every backbone is an ``nn.Module`` with ``forward(image, boxes=None) -> logits`` (``forward(image)`` for the
+text-prompted ``clipseg``, whose prompts are fixed at build time) at the input's resolution and a
 ``peft_spec()`` naming its adapter sites, token layout and task head.
 
 >>> model = build_backbone("litemedsam")                          # shipped weights, box-prompted
 >>> logits = model(image, boxes)                                  # (B, 1, H, W)
 >>> model = build_backbone("sam_vit_b", checkpoint="sam_vit_b_01ec64.pth", prompt="none", num_classes=3)
 >>> model = build_backbone("swin_unetr", spatial_dims=3, num_classes=3, checkpoint="model_swinvit.pt")
+>>> model = build_backbone("clipseg", checkpoint="clipseg-rd64-refined/", prompts=["polyp"])  # text-prompted
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from functools import partial
 from torch import nn
 
 from pipeline.errors import PipelineError
+from pipeline.models.clipseg import CLIPSegSegmenter, build_clipseg
 from pipeline.models.feature_cache import FeatureCache
 from pipeline.models.litemedsam import build_litemedsam
 from pipeline.models.prompts import boxes_from_labels
@@ -30,6 +33,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "sam_vit_h": partial(build_sam_vit, "sam_vit_h"),
     "medsam_vit_b": partial(build_sam_vit, "medsam_vit_b"),
     "swin_unetr": build_swin_unetr,
+    "clipseg": build_clipseg,
 }
 
 
@@ -43,6 +47,7 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
 
 __all__ = [
     "BACKBONES",
+    "CLIPSegSegmenter",
     "FeatureCache",
     "SamInput",
     "SamSegmenter",
@@ -50,6 +55,7 @@ __all__ = [
     "SwinUNETRSegmenter",
     "boxes_from_labels",
     "build_backbone",
+    "build_clipseg",
     "build_litemedsam",
     "build_sam_vit",
     "build_swin_unetr",

@@ -9,7 +9,7 @@ from pipeline.peft.checkpoint import atomic_save, load_adapter, save_adapter, tr
 from pipeline.peft.groups import param_groups
 from pipeline.peft.injector import PeftReport, PeftState, apply_peft, peft_state_of
 from pipeline.peft.methods import METHODS, build_method
-from pipeline.peft.spec import BlockSite, ChannelsLast, PeftSpec, TokenGrid
+from pipeline.peft.spec import BlockSite, ChannelsLast, PeftSpec, TokenGrid, TokenSequence
 
 __all__ = [
     "METHODS",
@@ -19,6 +19,7 @@ __all__ = [
     "PeftSpec",
     "PeftState",
     "TokenGrid",
+    "TokenSequence",
     "apply_peft",
     "atomic_save",
     "build_method",

@@ -72,17 +72,23 @@ def _freeze_batch_norms(model: nn.Module) -> None:
             model.set_submodule(name, frozen)
 
 
-def apply_peft(model: nn.Module, method: str, layers: str | int | Sequence[int] = "middle",
+def apply_peft(model: nn.Module, method: str, layers: str | int | Sequence[int] | None = None,
                placement: str | None = None, spec: PeftSpec | None = None, **options) -> PeftReport:
     """Freeze ``model``, insert ``method`` into the blocks named by ``layers`` and return the parameter report.
 
     ``layers`` is "bottom" | "middle" | "top" | "all" or block indices into the spec's blocks; ``placement``
-    ("parallel" | "sequential") overrides a block adapter's default; ``options`` are the method's own
-    (see ``python -m pipeline methods``). The task head listed in the spec always trains.
+    ("parallel" | "sequential" | "branch") overrides a block adapter's default; ``options`` are the method's own
+    (see ``python -m pipeline methods``). What is left out comes from the backbone's recipe for ``method``
+    (:attr:`PeftSpec.recipes`), else ``layers="middle"`` and the method's defaults. The task head listed in the
+    spec always trains.
     """
     if getattr(model, "peft_state", None) is not None:
         raise PipelineError(f"this model already has {model.peft_state.method} applied; build a fresh backbone")
     spec = spec or spec_of(model)
+    recipe = spec.recipes.get(method, {})
+    layers = recipe.get("layers", "middle") if layers is None else layers
+    placement = recipe.get("placement") if placement is None else placement
+    options = {**recipe.get("options", {}), **options}
     config = build_method(method, placement=placement, **options)
     indices = select_blocks(spec, layers)
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from pipeline.peft.spec import Layout
 
-PLACEMENTS = ("parallel", "sequential")
+PLACEMENTS = ("parallel", "sequential", "branch")
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
 
@@ -42,6 +42,23 @@ class AdaptedBlock(nn.Module):
             if name == "base":
                 raise
             return getattr(self.base, name)
+
+
+class AdaptedBranch(AdaptedBlock):
+    """A frozen residual branch (a block's attention or MLP) whose output passes through an adapter before the block
+    adds it to the residual stream: ``out + adapter(out)``, the telescopic-adapter paper's placement.
+
+    A branch returning a tuple (Hugging Face attention: output, weights) has its first element adapted.
+    """
+
+    def __init__(self, base: nn.Module, adapter: nn.Module):
+        super().__init__(base, adapter, "branch")
+
+    def forward(self, *args, **kwargs):
+        out = self.base(*args, **kwargs)
+        if isinstance(out, tuple):
+            return (out[0] + self.adapter(out[0]), *out[1:])
+        return out + self.adapter(out)
 
 
 class SpatialBottleneck(nn.Module):

@@ -2,7 +2,9 @@
 
 "middle" follows the DKA paper: adapters in the middle third of the encoder. Hierarchical backbones (TinyViT,
 Swin) are split by stage rather than by block, so "middle" means the middle stages (Swin's layers2-3), not a
-third of the block list that would cut a stage in two.
+third of the block list that would cut a stage in two. In a multi-encoder model (CLIPSeg) the names cover the first
+encoder's blocks (the image encoder); blocks of the others (text, conditional) are chosen by index or by the
+backbone's recipe for a method (:attr:`pipeline.peft.spec.PeftSpec.recipes`).
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ def select_blocks(spec: PeftSpec, layers: str | int | Sequence[int]) -> list[int
     if isinstance(layers, str):
         if layers not in NAMED:
             raise PipelineError(f"layers must be one of {', '.join(NAMED)} or block indices, got {layers!r}")
-        stages = sorted({site.stage for site in spec.blocks})
+        primary = [i for i, site in enumerate(spec.blocks) if site.group == spec.blocks[0].group]
+        stages = sorted({spec.blocks[i].stage for i in primary})
         if len(stages) >= 3:
             chosen = {stages[i] for i in _thirds(len(stages))[layers]}
-            return [i for i, site in enumerate(spec.blocks) if site.stage in chosen]
-        return list(_thirds(count)[layers])
+            return [i for i in primary if spec.blocks[i].stage in chosen]
+        return [primary[i] for i in _thirds(len(primary))[layers]]
     indices = [layers] if isinstance(layers, int) else list(layers)
     if not indices:
         raise PipelineError("layers is an empty list: name at least one block")

@@ -69,7 +69,18 @@ class TokenGrid:
         return 2
 
 
-Layout = ChannelsLast | TokenGrid
+@dataclass(frozen=True)
+class TokenSequence:
+    """Tokens with no position on an image: a text encoder's sequence ``(B, N, C)`` or a pooled embedding ``(B, C)``.
+
+    Token-wise methods work on it unchanged (they act on the channel dimension only); there is no map to convolve,
+    so spatial methods (DKA, LKA, Convpass) refuse its blocks before anything is inserted.
+    """
+
+    spatial_dims: int = 0
+
+
+Layout = ChannelsLast | TokenGrid | TokenSequence
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,11 @@ class BlockSite:
     ``path`` is the dotted module name inside the model, ``channels`` the block's token width C, and
     ``attention`` the dotted names (relative to the block) of the attention's Linear layers that LoRA targets.
     ``stage`` groups the blocks of hierarchical backbones (TinyViT, Swin) so "middle" can mean the middle stages.
+    ``group`` names the encoder the block belongs to in a multi-encoder model (CLIPSeg: ``"vision"``, ``"text"``,
+    ``"conditional"``): named selections ("middle"...) cover the spec's first group only, and the telescopic
+    adapter sizes each group on its own. ``branches`` are the block's residual branches (dotted names relative to
+    the block, e.g. attention and MLP), for ``placement="branch"``, which adapts each branch's output before it is
+    added to the residual stream.
     """
 
     path: str
@@ -86,6 +102,8 @@ class BlockSite:
     layout: Layout
     attention: tuple[str, ...] = ("attn.qkv", "attn.proj")
     stage: int = 0
+    group: str = "image"
+    branches: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,11 +112,16 @@ class PeftSpec:
 
     ``head`` lists module paths that form the task head (e.g. SAM's mask decoder): they train under every method
     (the few-shot setting of the DKA paper), and they alone under ``linear_probe``.
+
+    ``recipes`` holds a method's published configuration on this backbone (method name → ``apply_peft`` arguments:
+    ``layers``, ``placement`` and method options); ``apply_peft`` starts from it for whatever the caller leaves out,
+    so ``apply_peft(clipseg, "telescopic")`` is the Telescopic-adapter paper's setup.
     """
 
     name: str
     blocks: tuple[BlockSite, ...]
     head: tuple[str, ...] = field(default_factory=tuple)
+    recipes: dict[str, dict] = field(default_factory=dict, hash=False)
 
 
 def spec_of(model: torch.nn.Module) -> PeftSpec:

@@ -17,6 +17,30 @@ SMALL_SAM = SamViTSize(
     prompt_embed_dim=32, decoder_mlp_dim=64, decoder_heads=2,
 )
 
+# A CLIPSeg small enough for CPU tests (random weights), with the real model's depths (12 text layers, vision layers
+# up to 9, the deepest the decoder reads) so the paper's layer selection applies unchanged. CLIPSegConfig keyword
+# arguments, kept JSON-ready: the bundle test writes them into a bundle override.
+TINY_CLIPSEG = {
+    "text_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 12, "num_attention_heads": 2,
+                    "vocab_size": 64, "max_position_embeddings": 16, "bos_token_id": 62, "eos_token_id": 63,
+                    "pad_token_id": 1},
+    "vision_config": {"hidden_size": 24, "intermediate_size": 48, "num_hidden_layers": 10, "num_attention_heads": 2,
+                      "image_size": 32, "patch_size": 16},
+    "projection_dim": 16, "reduce_dim": 8, "decoder_intermediate_size": 16, "decoder_num_attention_heads": 2,
+    "use_complex_transposed_convolution": True,
+}
+TINY_CLIPSEG_IMAGE = 64  # the tiny model's input size (4×4 patches), in place of CLIPSeg's 352
+
+
+def tiny_clipseg(prompts=("polyp",), num_classes: int = 1, **options):
+    """A random-weight CLIPSeg of :data:`TINY_CLIPSEG` through the registry."""
+    from transformers import CLIPSegConfig
+
+    from pipeline.models import build_backbone
+
+    return build_backbone("clipseg", config=CLIPSegConfig(**TINY_CLIPSEG), prompts=list(prompts),
+                          num_classes=num_classes, image_size=TINY_CLIPSEG_IMAGE, **options)
+
 
 def kvasir_names(data: Path, count: int) -> list[str]:
     return sorted(path.name for path in (data / "kvasir_seg" / "images").glob("*.jpg"))[:count]

@@ -12,7 +12,7 @@ from typing import ClassVar
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.peft.modules import PLACEMENTS, AdaptedBlock, zero_up_projection
+from pipeline.peft.modules import PLACEMENTS, AdaptedBlock, AdaptedBranch, zero_up_projection
 from pipeline.peft.spec import BlockSite
 
 # "default" keeps the layers' own PyTorch initialisation (the DKA paper's); "zero" zeroes the adapter's last projection
@@ -64,8 +64,14 @@ class Method:
 
 @dataclass(kw_only=True)
 class BlockAdapterMethod(Method):
-    """A method that wraps each chosen block with a bottleneck adapter (DKA, LKA, Adapter, AdaptFormer, ...)."""
+    """A method that wraps each chosen block with a bottleneck adapter (DKA, LKA, Adapter, AdaptFormer, ...).
 
+    ``placement="branch"`` puts one adapter on each residual branch a site names (:attr:`BlockSite.branches`:
+    CLIPSeg's attention and MLP), before the residual add; a site naming none is adapted on its output.
+    ``spatial`` methods convolve a token map and refuse sites without one (a text encoder's 1-D sequence).
+    """
+
+    spatial: ClassVar[bool] = False
     placement: str = "parallel"
     init: str = "zero"
 
@@ -78,17 +84,35 @@ class BlockAdapterMethod(Method):
         require_choice(self.name, "init", self.init, INITS)
 
     def build(self, site: BlockSite, position: int, count: int) -> nn.Module:
-        """The adapter for ``site``, the ``position``-th of ``count`` chosen blocks (telescopic widths use it)."""
+        """The adapter for ``site``, the ``position``-th of ``count`` chosen blocks of its group (telescopic widths
+        use it)."""
         raise NotImplementedError
 
+    def _wrap(self, model: nn.Module, path: str, adapter: nn.Module, branch: bool) -> None:
+        base = model.get_submodule(path)
+        wrapped = AdaptedBranch(base, adapter) if branch else AdaptedBlock(base, adapter, self.placement)
+        model.set_submodule(path, wrapped)
+
     def inject(self, model: nn.Module, sites: Sites) -> list[nn.Parameter]:
+        if self.spatial:
+            flat = [site.path for _, site in sites if site.layout.spatial_dims == 0]
+            if flat:
+                raise PipelineError(
+                    f"{self.name} convolves a spatial token map, but {', '.join(flat)} hold 1-D token sequences "
+                    "(no image positions); choose those blocks with a token-wise method (telescopic, adapter, "
+                    "adaptformer, lora, bitfit)"
+                )
         trained = []
-        for position, (_, site) in enumerate(sites):
-            adapter = self.build(site, position, len(sites))
-            if self.init == "zero":
-                zero_up_projection(adapter)
-            model.set_submodule(site.path, AdaptedBlock(model.get_submodule(site.path), adapter, self.placement))
-            trained.extend(adapter.parameters())
+        for _, site in sites:
+            group = [other for _, other in sites if other.group == site.group]
+            branch = self.placement == "branch"
+            paths = [f"{site.path}.{name}" for name in site.branches] if branch and site.branches else [site.path]
+            for path in paths:
+                adapter = self.build(site, group.index(site), len(group))
+                if self.init == "zero":
+                    zero_up_projection(adapter)
+                self._wrap(model, path, adapter, branch and bool(site.branches))
+                trained.extend(adapter.parameters())
         return trained
 
 

@@ -15,6 +15,7 @@ from pipeline.peft.spec import BlockSite
 @dataclass(kw_only=True)
 class Convpass(BottleneckMethod):
     name = "convpass"
+    spatial = True
     r: int = 8
     kernel_size: int = 3
     placement: str = "parallel"

@@ -29,6 +29,7 @@ def large_kernel(channels: int, kernel_size: int, spatial_dims: int, kernel_3d: 
 @dataclass(kw_only=True)
 class DKA(BottleneckMethod):
     name = "dka"
+    spatial = True
     kernel_large: int = 51
     kernel_small: int = 5
     kernel_3d: str = "decomposed"

@@ -18,6 +18,7 @@ from pipeline.peft.spec import BlockSite
 @dataclass(kw_only=True)
 class LKA(BottleneckMethod):
     name = "lka"
+    spatial = True
     kernel_size: int = 51
     kernel_3d: str = "decomposed"
     placement: str = "parallel"
