@@ -113,13 +113,30 @@ def _bundle_default(sweep: Sweep, key: str):
     return sweep.overrides.get(key, json.loads((configs / "train.json").read_text()).get(key))
 
 
-def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) -> tuple[Path, list[list[str]]]:
-    """The run folder of one (method, split) and its two commands: train, then evaluate.
+@dataclass(frozen=True)
+class Variant:
+    """One label of a sweep's ``methods``: the PEFT ``method``, its ``options`` for ``apply_peft``, and the bundle
+    ``settings`` this variant alone changes (``layers``, learning rates, ...)."""
 
-    ``method`` is a label of ``sweep.methods``; its options may name the PEFT method under ``method`` and the
-    blocks under ``layers`` so that variants of one method (``dka_zero: {method: dka, init: zero}``,
-    ``dka_top: {method: dka, layers: top}``) sit side by side in one sweep.
-    """
+    method: str
+    options: dict
+    settings: dict
+
+
+def variant(sweep: Sweep, label: str) -> Variant:
+    """``methods: {label: {method: M, layers: L, overrides: {key: value}, **options}}``; ``method`` defaults to the
+    label, so ``dka: {}`` is DKA with its defaults, and ``dka_top: {method: dka, layers: top}`` or
+    ``dka_lr1e-4: {method: dka, overrides: {adapter_lr: 1.0e-4}}`` sit beside it in one sweep."""
+    entry = dict(sweep.methods[label])
+    method = entry.pop("method", label)
+    settings = dict(entry.pop("overrides", None) or {})
+    if "layers" in entry:
+        settings["layers"] = entry.pop("layers")
+    return Variant(method, entry, settings)
+
+
+def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) -> tuple[Path, list[list[str]]]:
+    """The run folder of one (method label, split) and its two commands: train, then evaluate."""
     run_dir = Path(sweep.output) / "runs" / method / split_name
     common = {"dataset_dir": sweep.dataset_dir, "split": split_path, "output_dir": run_dir}
     configs = Path(sweep.bundle) / "configs"
@@ -127,12 +144,10 @@ def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) ->
         # every run shares one frozen-prefix cache: the test set (and, per method's prefix, the training views)
         # is encoded once for the whole sweep
         common["cache_dir"] = Path(sweep.output) / "cache"
-    options = dict(sweep.methods[method])
-    train = {"method": options.pop("method", method), **({"layers": options.pop("layers")} if "layers" in options
-                                                            else {})}
+    chosen = variant(sweep, method)
     n_train = len(json.loads(Path(split_path).read_text())["training"])
     settings = {**sweep.overrides, **budget(sweep, n_train, int(_bundle_default(sweep, "batch_size"))),
-                **train, "method_options": options}
+                **chosen.settings, "method": chosen.method, "method_options": chosen.options}
     return run_dir, [bundle_command(configs, ["train.json"], **settings, **common),
                      bundle_command(configs, ["train.json", "evaluate.json"], **settings, **common)]
 
@@ -160,20 +175,13 @@ def foreground_mean(summary: dict, metric: str = "dice") -> float:
     return statistics.fmean(means) if means else float("nan")
 
 
-def _label(sweep: Sweep, method: str) -> tuple[str, str, str]:
-    """The PEFT method, its options (JSON) and its layers, as the run was given them."""
-    options = dict(sweep.methods[method])
-    peft_method = options.pop("method", method)
-    layers = options.pop("layers", sweep.overrides.get("layers", _bundle_default(sweep, "layers")))
-    return peft_method, json.dumps(options, sort_keys=True), str(layers)
-
-
 def collect(sweep: Sweep, splits: dict[str, Path]) -> tuple[list[dict], list[dict]]:
     """The results rows (:data:`RESULT_FIELDS`) and the training-curve rows (:data:`CURVE_FIELDS`) of every
     evaluated run."""
     rows, curves = [], []
     for method in sweep.methods:
-        peft_method, options, layers = _label(sweep, method)
+        chosen = variant(sweep, method)
+        layers = chosen.settings.get("layers", sweep.overrides.get("layers", _bundle_default(sweep, "layers")))
         for name, path in splits.items():
             run_dir = Path(sweep.output) / "runs" / method / name
             summary_path = run_dir / "eval" / "summary.json"
@@ -184,7 +192,8 @@ def collect(sweep: Sweep, splits: dict[str, Path]) -> tuple[list[dict], list[dic
             record_path = run_dir / TRAINING_RECORD
             record = json.loads(record_path.read_text()) if record_path.is_file() else {}
             rows.append({
-                "method": method, "peft_method": peft_method, "options": options, "layers": layers,
+                "method": method, "peft_method": chosen.method, "layers": layers,
+                "options": json.dumps({**chosen.options, **chosen.settings}, sort_keys=True),
                 "fraction": split["fraction"], "k_shot": split.get("k_shot"), "n_train": len(split["training"]),
                 "n_test": len(split["test"]), "seed": split["seed"],
                 **{metric: foreground_mean(summary, metric) for metric in ("dice", "iou", "hd95")},

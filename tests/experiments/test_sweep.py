@@ -152,13 +152,15 @@ def test_budget_gives_every_training_set_the_same_number_of_steps(config):
     assert budget(config, n_train=5, batch_size=2) == {}
 
 
-def test_planned_commands_carry_the_step_budget_and_the_variant_layers(config):
+def test_planned_commands_carry_the_step_budget_and_the_variant_settings(config):
     config.steps, config.val_every_steps = 30, 6
-    config.methods = {"dka_top": {"method": "dka", "layers": "top", "kernel_size": 31}}
+    config.methods = {"dka_top": {"method": "dka", "layers": "top", "kernel_size": 31,
+                                  "overrides": {"adapter_lr": 3e-4}}}
     name, path = next(iter(write_splits(config).items()))  # 2 training images: 1 step per epoch at batch size 2
     train, evaluate = planned_run(config, "dka_top", name, path)[1]
     args = dict(zip(train[6::2], train[7::2], strict=False))
     assert (args["--max_epochs"], args["--val_interval"], args["--layers"]) == ("30", "6", "top")
+    assert args["--adapter_lr"] == "0.0003" and args["--method"] == "dka"
     assert json.loads(args["--method_options"]) == {"kernel_size": 31}
     assert dict(zip(evaluate[6::2], evaluate[7::2], strict=False))["--layers"] == "top"
 
