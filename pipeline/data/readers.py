@@ -15,13 +15,16 @@ same position, and a missing slice (the volume's geometry would be wrong) unless
 
 PNG/JPG/TIFF go through MONAI's ``PILReader`` with the converters of :mod:`pipeline.data.converters`: 16-bit stays
 16-bit, alpha is dropped, palette masks keep their indices, and a file holding several frames is refused.
+
+:class:`LoadLabeld` loads a label in any of these formats, and DICOM-SEG (read by :mod:`pipeline.data.dicom_seg`)
+onto the loaded image's series.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +43,7 @@ __all__ = [
     "image_readers",
     "is_dicom",
     "LoadClinicalImaged",
+    "LoadLabeld",
     "PILImageReader",
 ]
 
@@ -343,3 +347,24 @@ class LoadClinicalImaged(LoadImaged):
                     "one 3D volume per case is read (split the frames into files)"
                 )
         return loaded
+
+
+class LoadLabeld:
+    """Load labels whatever their format: DICOM-SEG files (known by content, so extensionless ones too) onto the
+    loaded image's series, other files as images.
+
+    Masks stored as PNG/JPG are read as one grey channel.
+    """
+
+    def __init__(self, keys: str = "label", image_key: str = "image"):
+        from pipeline.data.dicom_seg import LoadDicomSegd  # dicom_seg reads series through this module
+
+        self.keys = [keys] if isinstance(keys, str) else list(keys)
+        self.dicom_seg = LoadDicomSegd(self.keys, image_key)
+        self.image = LoadClinicalImaged(self.keys, grayscale=True, allow_missing_keys=True)
+
+    def __call__(self, data: Mapping) -> dict:
+        present = [k for k in self.keys if k in data]
+        if present and all(Path(data[k]).is_file() and is_dicom(Path(data[k])) for k in present):
+            return self.dicom_seg(data)
+        return self.image(data)

@@ -50,7 +50,7 @@ def case_names(sources: list[str]) -> list[str]:
 class PredictionWriter:
     """Write every case's ``pred`` label map next to the others in ``output_dir``; ``labels`` names DICOM-SEG segments.
 
-    Each case is written under its item's ``output_name`` (set by :func:`pipeline.engine.data.inference_inputs`),
+    Each case is written under its item's ``output_name`` (set by :func:`pipeline.engine.cases.inference_inputs`),
     else its file stem; a name another input of this run already wrote under stops the run before overwriting it.
     """
 

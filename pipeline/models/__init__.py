@@ -19,7 +19,6 @@ from torch import nn
 from pipeline.errors import PipelineError
 from pipeline.models.feature_cache import FeatureCache
 from pipeline.models.litemedsam import build_litemedsam
-from pipeline.models.prompts import boxes_from_labels
 from pipeline.models.sam import SamInput, SamSegmenter, SamViTSize, build_sam_vit
 from pipeline.models.swin_unetr import SwinUNETRSegmenter, build_swin_unetr
 
@@ -48,7 +47,6 @@ __all__ = [
     "SamSegmenter",
     "SamViTSize",
     "SwinUNETRSegmenter",
-    "boxes_from_labels",
     "build_backbone",
     "build_litemedsam",
     "build_sam_vit",

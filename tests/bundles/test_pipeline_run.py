@@ -98,7 +98,7 @@ def test_an_override_typo_and_a_wrong_type_are_one_line_through_the_cli(syntheti
     ],
 )
 def test_the_bundles_settings_check_stops_a_bad_value_with_one_line(overrides, message, capsys):
-    from pipeline.engine.validate import BadInput
+    from pipeline.engine.arguments import BadInput
 
     with pytest.raises(BadInput) as stop:
         parsed("train.json", **overrides).get_parsed_content("check_settings")
@@ -108,7 +108,7 @@ def test_the_bundles_settings_check_stops_a_bad_value_with_one_line(overrides, m
 
 
 def test_a_run_folder_of_another_split_stops_the_run_unless_told(synthetic, tmp_path, capsys):
-    from pipeline.engine.validate import BadInput
+    from pipeline.engine.arguments import BadInput
 
     data, split = synthetic
     other = tmp_path / "other_split.json"
@@ -136,7 +136,7 @@ def train(data, split, output, max_epochs, killed_after=None):
     """A polyp training run in this process; returns its saved resume state."""
     from ignite.engine import Events
 
-    from pipeline.engine.checkpoints import read_resume_state
+    from pipeline.engine.handlers import read_resume_state
 
     parser = parsed("train.json", dataset_dir=data, split=split, output_dir=output, max_epochs=max_epochs, **SMALL)
     parser.get_parsed_content("initialize")

@@ -10,7 +10,7 @@ import pytest
 from monai.data import MetaTensor
 from PIL import Image
 
-from pipeline.engine.data import inference_inputs, load_split
+from pipeline.engine.cases import held_out, inference_inputs, load_split
 from pipeline.engine.inference import PredictionWriter
 from pipeline.errors import PipelineError
 
@@ -78,3 +78,19 @@ def test_names_that_cannot_be_told_apart_stop_before_anything_is_written():
         PipelineError, match=r"in/case1_png.tif: gives the same output name 'case1_png' as in/case1.png"
     ):
         case_names(["in/case1.png", "in/case1.jpg", "in/case1_png.tif"])
+
+
+def test_split_naming_a_missing_image_is_one_clear_error(synthetic_folder):
+    split = synthetic_folder / "split.json"
+    split.write_text(json.dumps({"training": [{"image": "images/a.png"}], "test": [{"image": "images/gone.png"}]}))
+    with pytest.raises(PipelineError, match="names image 'images/gone.png', which does not exist"):
+        load_split(synthetic_folder, split)
+
+
+def test_split_paths_are_resolved_against_the_dataset_folder(synthetic_folder):
+    split = synthetic_folder / "split.json"
+    (synthetic_folder / "images" / "b.png").write_bytes(b"")
+    split.write_text(json.dumps({"training": [{"image": "images/b.png"}], "test": [{"image": "images/a.png"}]}))
+    resolved = load_split(synthetic_folder, split)
+    assert resolved["training"][0]["image"] == str(synthetic_folder / "images" / "b.png")
+    assert held_out(resolved) == resolved["test"]

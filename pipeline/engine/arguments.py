@@ -31,8 +31,8 @@ def check_arguments(dataset_dir: str | None, method: str | None = None, split: s
                     checkpoint: str | None = None, checkpoint_required: bool = False,
                     checkpoint_hint: str = "--checkpoint PATH") -> None:
     """Raise :class:`PipelineError` naming the first bad argument; the split's files are checked by
-    :func:`pipeline.engine.data.load_split`, which this calls."""
-    from pipeline.engine.data import load_split
+    :func:`pipeline.engine.cases.load_split`, which this calls."""
+    from pipeline.engine.cases import load_split
 
     if dataset_dir in (None, ""):
         raise PipelineError("dataset_dir is required: pass --dataset_dir DIR (the folder with the images and labels)")
@@ -112,9 +112,9 @@ def check_bundle_settings(**settings) -> bool:
 
 
 def check_bundle_run_folder(output_dir: str, settings: dict, resume=False, overwrite=False) -> bool:
-    """:func:`pipeline.engine.checkpoints.claim_run_folder` for a bundle config: a folder that belongs to another
+    """:func:`pipeline.engine.handlers.claim_run_folder` for a bundle config: a folder that belongs to another
     run ends this one with one line saying so."""
-    from pipeline.engine.checkpoints import claim_run_folder
+    from pipeline.engine.handlers import claim_run_folder
 
     def claim() -> None:
         claim_run_folder(output_dir, settings, resume=flag("resume", resume), overwrite=flag("overwrite", overwrite))
@@ -134,7 +134,7 @@ def check_bundle_checkpoint(checkpoint: str | None, hint: str) -> bool:
 
 def check_inputs(input: str | None = None, dataset_dir: str | None = None, split: str | None = None) -> None:
     """Inference's check: an existing ``input``, or a dataset whose held-out cases to predict."""
-    from pipeline.engine.data import inference_inputs
+    from pipeline.engine.cases import inference_inputs
 
     inference_inputs(input, dataset_dir, split)
 

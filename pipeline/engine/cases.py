@@ -2,8 +2,10 @@
 
 A split file is MSD-style JSON with ``training`` / ``validation`` / ``test`` lists of ``{"image": ..., "label": ...}``
 whose paths are relative to the dataset folder (absolute paths also work). Without one, the folder is listed and
-split reproducibly by :mod:`pipeline.data` (the same split ``python -m pipeline split`` writes), so train, evaluate
-and inference agree on which cases are held out without passing a file around.
+split reproducibly by :func:`pipeline.data.splits.make_splits` (seed 0, all remaining cases for training, 20 % test,
+20 % of the rest for validation), so train, evaluate and inference agree on which cases are held out without passing
+a file around. That is not the split ``python -m pipeline split`` writes by default: its ``--val-fraction`` defaults
+to 0.0 (no validation cases); ``--fractions 1.0 --val-fraction 0.2`` writes this one.
 """
 
 from __future__ import annotations
