@@ -2,7 +2,7 @@
 
 Three layouts are recognised, in this order:
 
-- 3D MSD: ``imagesTr/`` + ``labelsTr/`` (NIfTI/NRRD), paired by file name;
+- 3D MSD: ``imagesTr/`` + ``labelsTr/`` (NIfTI/NRRD/MetaImage), paired by file name;
 - 2D: ``images/`` + ``masks/`` (PNG/JPG...), paired by file stem;
 - DICOM: a tree of series folders with DICOM-SEG files, each SEG paired with the series it references.
 
@@ -17,33 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.formats import IMAGE_2D_SUFFIXES, VOLUME_SUFFIXES, has_suffix, strip_suffix
 from pipeline.errors import PipelineError
 
 __all__ = ["build_datalist", "load_datalist", "write_json"]
 
-IMAGE_2D = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in VOLUME_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
 
 def _files(folder: Path, suffixes) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and _suffix_ok(p, suffixes))
-
-
-def _suffix_ok(path: Path, suffixes) -> bool:
-    return any(path.name.lower().endswith(s) for s in suffixes)
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and has_suffix(p, suffixes))
 
 
 def _pair(image_dir: Path, label_dir: Path, suffixes, root: Path) -> list[dict]:
-    images = {_stem(p): p for p in _files(image_dir, suffixes)}
-    labels = {_stem(p): p for p in _files(label_dir, suffixes)}
+    images = {strip_suffix(p): p for p in _files(image_dir, suffixes)}
+    labels = {strip_suffix(p): p for p in _files(label_dir, suffixes)}
     unpaired = sorted(
         [str(images[k].relative_to(root)) for k in images.keys() - labels.keys()]
         + [str(labels[k].relative_to(root)) for k in labels.keys() - images.keys()]
@@ -141,7 +127,7 @@ def build_datalist(
         default_labels = {str(v): ("background" if v == 0 else f"label {v}") for v in sorted(values | {0})}
     elif (root / "images").is_dir() and (root / "masks").is_dir():
         layout, default_modality = "2d", "RGB"
-        entries = _pair(root / "images", root / "masks", IMAGE_2D, root)
+        entries = _pair(root / "images", root / "masks", IMAGE_2D_SUFFIXES, root)
         default_labels = {"0": "background", "1": "foreground"}
         binary = len(labels or default_labels) == 2
         empty = [e["label"] for e in entries if _empty_2d(root / e["label"], binary)]

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pipeline.data.formats import IMAGE_SUFFIXES, has_suffix
 from pipeline.errors import PipelineError
 
 PARTS = ("training", "validation", "test")
 PATH_KEYS = ("image", "label")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nrrd"}
 
 
 def _read_split(split: str | Path) -> dict:
@@ -121,7 +121,7 @@ def _inference_cases(input, dataset_dir, split) -> list[dict]:
     if path.is_file():
         return [{"image": str(path)}]
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES or p.name.endswith(".nii.gz")]
+    images = [p for p in files if has_suffix(p, IMAGE_SUFFIXES)]
     if images:
         return [{"image": str(p)} for p in images]
     return [{"image": str(path)}]
