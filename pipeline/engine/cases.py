@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pipeline.data.datalist import build_datalist, resolve_paths, write_json
 from pipeline.data.formats import IMAGE_SUFFIXES, has_suffix
 from pipeline.errors import PipelineError
 
 PARTS = ("training", "validation", "test")
-PATH_KEYS = ("image", "label")
 
 
 def _read_split(split: str | Path) -> dict:
@@ -34,22 +34,10 @@ def _read_split(split: str | Path) -> dict:
 
 
 def _default_split(dataset_dir: Path) -> dict:
-    from pipeline.data.datalist import build_datalist
     from pipeline.data.splits import make_splits
 
     splits = make_splits(build_datalist(dataset_dir), seeds=[0], fractions=[1.0], test_fraction=0.2, val_fraction=0.2)
     return next(iter(splits.values()))
-
-
-def _resolve(item: dict, root: Path, source: str) -> dict:
-    resolved = dict(item)
-    for key in PATH_KEYS:
-        if isinstance(item.get(key), str):
-            path = Path(item[key]) if Path(item[key]).is_absolute() else root / item[key]
-            if not path.exists():
-                raise PipelineError(f"{source} names {key} {item[key]!r}, which does not exist under {root}")
-            resolved[key] = str(path)
-    return resolved
 
 
 def load_split(dataset_dir: str | Path, split: str | Path | None = None) -> dict[str, list[dict]]:
@@ -59,7 +47,7 @@ def load_split(dataset_dir: str | Path, split: str | Path | None = None) -> dict
         raise PipelineError(f"dataset_dir {root} is not a folder")
     payload = _read_split(split) if split else _default_split(root)
     source = f"split file {split}" if split else f"the default split of {root}"
-    resolved = {part: [_resolve(item, root, source) for item in payload.get(part, [])] for part in PARTS}
+    resolved = {part: resolve_paths(payload.get(part, []), root, source) for part in PARTS}
     _check_disjoint(resolved, payload, source)
     return resolved
 
@@ -89,8 +77,6 @@ def held_out(split: dict[str, list[dict]]) -> list[dict]:
 
 def save_split(split: dict[str, list[dict]], path: str | Path) -> str:
     """Write the split a run used next to its outputs, so evaluate/inference and a later reader can reuse it."""
-    from pipeline.data.datalist import write_json
-
     return str(write_json(split, path))
 
 
