@@ -4,7 +4,6 @@ with the same exit status, a run folder belongs to one run, and the polyp bundle
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,17 +12,16 @@ import pytest
 import torch
 
 from pipeline.cli import EXIT_BAD_INPUT
+from tests.bundles.runs import REPO, run_command
 
-REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "litemedsam_dka_polyp"
 CONFIGS = BUNDLE / "configs"
-ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 SMALL = {"image_size": 64, "val_interval": 1}  # 64-pixel inputs keep a LiteMedSAM step to seconds on a CPU
 
 
 def pipeline_run(*words) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", "run", *map(str, words)], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=900)
+    """``python -m pipeline run BUNDLE [CONFIG ...] --key value ...``, the short form the users type."""
+    return run_command([sys.executable, "-m", "pipeline", "run", *map(str, words)], timeout=900)
 
 
 def the_one_line(result: subprocess.CompletedProcess) -> str:
