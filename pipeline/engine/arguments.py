@@ -22,6 +22,7 @@ from pipeline.peft import METHODS
 SETTINGS = {
     "max_epochs": (int, 1), "batch_size": (int, 1), "val_interval": (int, 1), "patience": (int, 1),
     "image_size": (int, 1), "num_workers": (int, 0), "seed": (int, 0), "checkpoint_every_n_iterations": (int, 0),
+    "num_classes": (int, 2),
     "lr": (float, 0.0), "adapter_lr": (float, 0.0), "head_lr": (float, 0.0),
 }
 FLAGS = ("resume", "overwrite")
@@ -81,9 +82,12 @@ def _ending_the_run(check, **arguments) -> bool:
     return True
 
 
-def check_settings(method: str | None = None, method_options: dict | None = None, **settings) -> None:
+def check_settings(method: str | None = None, method_options: dict | None = None, prompt: str = "none",
+                   **settings) -> None:
     """Raise :class:`PipelineError` for the first setting of the wrong type or out of range (see :data:`SETTINGS`),
-    a yes/no flag that is neither, or method options the method refuses (``r: 0``, an unknown option)."""
+    a yes/no flag that is neither, method options the method refuses (``r: 0``, an unknown option), or a class
+    count the prompt cannot give (:func:`pipeline.engine.task.out_channels`)."""
+    from pipeline.engine.task import out_channels
     from pipeline.peft.methods import build_method
 
     for name, value in settings.items():
@@ -104,6 +108,8 @@ def check_settings(method: str | None = None, method_options: dict | None = None
             build_method(method, **(method_options or {}))
         except PipelineError as error:
             raise PipelineError(f"--method_options: {error}") from None
+    if "num_classes" in settings:
+        out_channels(settings["num_classes"], prompt)
 
 
 def check_bundle_settings(**settings) -> bool:

@@ -134,6 +134,21 @@ def test_the_bundles_argument_check_names_the_bad_override(overrides, message, e
     assert message in str(stop.value)
 
 
+def test_num_classes_sets_the_network_the_loss_and_the_metrics_alike():
+    """``--num_classes`` is the bundle's one class setting: the network's output channels follow it, not only the
+    metrics' one-hot classes (before, the network kept a separate ``out_channels`` of 3)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({"num_classes": 4, **SMALL})
+    network = parser.get_parsed_content("network_def")
+    assert network.out.conv.conv.out_channels == 4, "the Swin-UNETR head emits one logit map per class"
+    assert parser.get_parsed_content("validate#postprocessing").transforms[1].to_onehot == [4, 4]
+    logits, label = torch.zeros(1, 4, 2, 2, 2), torch.full((1, 1, 2, 2, 2), 3.0)
+    assert parser.get_parsed_content("loss")(logits, label).isfinite(), "labels up to class 3 fit the loss"
+
+
 @pytest.mark.slow
 def test_bad_override_ends_the_cli_run_with_one_clear_line(empty_msd_folder):
     root, split = empty_msd_folder
