@@ -36,6 +36,16 @@ def test_jitter_only_widens_and_stays_inside():
     assert len({tuple(boxes[0].tolist()) for boxes in widened}) > 1, "jitter must vary"
 
 
+def test_a_jitter_of_one_moves_each_side_by_zero_or_one_pixel_away_from_the_borders():
+    labels = torch.zeros(1, 20, 30)
+    labels[0, 8:12, 10:20] = 1  # rows 8..11, cols 10..19: far from every border, so nothing is clipped
+    generator = torch.Generator().manual_seed(0)
+    boxes = torch.cat([boxes_from_labels(labels, jitter=1, generator=generator) for _ in range(100)])
+    tight = torch.tensor([10.0, 8.0, 19.0, 11.0])
+    for side, outwards in enumerate((-1, -1, 1, 1)):
+        assert set((boxes[:, side] - tight[side]).mul(outwards).tolist()) == {0.0, 1.0}, f"side {side}"
+
+
 def test_empty_label_is_an_error():
     labels = _labels()
     labels[1] = 0
