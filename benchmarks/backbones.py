@@ -137,7 +137,8 @@ def zero_shot_table(data: str, count: int) -> str:
     import numpy as np
     from PIL import Image
 
-    from pipeline.models import boxes_from_labels, build_backbone
+    from pipeline.engine.prompts import boxes_from_labels
+    from pipeline.models import build_backbone
 
     model = build_backbone("litemedsam")
     folder = os.path.join(data, "kvasir_seg")

@@ -8,7 +8,7 @@ modification time. Mutants the selection still passes are printed as ``file:line
 one is either a missing test or a change that does not matter (an equivalent mutant), which only a reader can tell
 apart.
 
-    python tools/mutate.py --files pipeline/engine/prompts.py --max-mutants 40 -- tests/engine/test_prompt_jitter.py
+    python tools/mutate.py --files pipeline/engine/prompts.py --max-mutants 40 -- tests/engine/test_prompts.py
 
 Everything after ``--`` goes to pytest. Only the standard library and pytest are needed. The exit status is 1 when
 a mutant survived, so the script can gate a test selection.

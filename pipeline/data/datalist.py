@@ -2,48 +2,39 @@
 
 Three layouts are recognised, in this order:
 
-- 3D MSD: ``imagesTr/`` + ``labelsTr/`` (NIfTI/NRRD), paired by file name;
+- 3D MSD: ``imagesTr/`` + ``labelsTr/`` (NIfTI/NRRD/MetaImage), paired by file name;
 - 2D: ``images/`` + ``masks/`` (PNG/JPG...), paired by file stem;
 - DICOM: a tree of series folders with DICOM-SEG files, each SEG paired with the series it references.
 
-Paths are stored relative to the dataset folder so a datalist is portable; :func:`load_datalist` resolves them
-(as MONAI's ``load_decathlon_datalist(base_dir=...)`` does) and refuses entries whose files are missing.
+Paths are stored relative to the dataset folder so a datalist is portable; :func:`resolve_paths` joins them to a
+base folder (as MONAI's ``load_decathlon_datalist(base_dir=...)`` does) and refuses entries whose files are missing,
+for datalists (:func:`load_datalist`) and the bundles' split files (:func:`pipeline.engine.cases.load_split`) alike.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.formats import IMAGE_2D_SUFFIXES, VOLUME_SUFFIXES, has_suffix, strip_suffix
 from pipeline.errors import PipelineError
 
-__all__ = ["build_datalist", "load_datalist", "write_json"]
+__all__ = ["build_datalist", "load_datalist", "resolve_paths", "write_json"]
 
-IMAGE_2D = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in VOLUME_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+PATH_KEYS = ("image", "label")
+"""The entry keys holding file paths (relative to the dataset folder in a datalist or split)."""
 
 
 def _files(folder: Path, suffixes) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and _suffix_ok(p, suffixes))
-
-
-def _suffix_ok(path: Path, suffixes) -> bool:
-    return any(path.name.lower().endswith(s) for s in suffixes)
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and has_suffix(p, suffixes))
 
 
 def _pair(image_dir: Path, label_dir: Path, suffixes, root: Path) -> list[dict]:
-    images = {_stem(p): p for p in _files(image_dir, suffixes)}
-    labels = {_stem(p): p for p in _files(label_dir, suffixes)}
+    images = {strip_suffix(p): p for p in _files(image_dir, suffixes)}
+    labels = {strip_suffix(p): p for p in _files(label_dir, suffixes)}
     unpaired = sorted(
         [str(images[k].relative_to(root)) for k in images.keys() - labels.keys()]
         + [str(labels[k].relative_to(root)) for k in labels.keys() - images.keys()]
@@ -141,7 +132,7 @@ def build_datalist(
         default_labels = {str(v): ("background" if v == 0 else f"label {v}") for v in sorted(values | {0})}
     elif (root / "images").is_dir() and (root / "masks").is_dir():
         layout, default_modality = "2d", "RGB"
-        entries = _pair(root / "images", root / "masks", IMAGE_2D, root)
+        entries = _pair(root / "images", root / "masks", IMAGE_2D_SUFFIXES, root)
         default_labels = {"0": "background", "1": "foreground"}
         binary = len(labels or default_labels) == 2
         empty = [e["label"] for e in entries if _empty_2d(root / e["label"], binary)]
@@ -184,17 +175,31 @@ def load_datalist(path: str | Path, key: str = "training", base_dir: str | Path 
         raise PipelineError(f"{path}: not valid JSON ({error})") from error
     if key not in data:
         raise PipelineError(f"{path}: has no '{key}' list (keys: {sorted(data)})")
-    base = Path(base_dir) if base_dir is not None else path.parent
-    entries, missing = [], []
-    for entry in data[key]:
-        resolved = dict(entry)
-        for field in ("image", "label"):
-            if field in entry:
-                target = base / entry[field]
-                if not target.exists():
-                    missing.append(entry[field])
-                resolved[field] = str(target)
-        entries.append(resolved)
+    return resolve_paths(data[key], base_dir if base_dir is not None else path.parent, f"{path} ('{key}')")
+
+
+def resolve_paths(entries: list[dict], base_dir: str | Path, source: str) -> list[dict]:
+    """``entries`` with their ``image`` and ``label`` paths joined to ``base_dir`` as MONAI's
+    ``load_decathlon_datalist`` joins them: ``os.path.normpath(os.path.join(base_dir, path))``, so absolute paths
+    stay as they are, and a list of paths is joined path by path.
+
+    Every file must exist: a missing image would otherwise surface epochs later as a reader error deep inside a
+    data loader. The error names ``source`` (the datalist or split) and the first missing entries.
+    """
+    resolved, missing = [], []
+    for entry in entries:
+        joined = dict(entry)
+        for key in PATH_KEYS:
+            value = entry.get(key)
+            if not isinstance(value, (str, list)):
+                continue
+            given = [value] if isinstance(value, str) else value
+            paths = [os.path.normpath(os.path.join(base_dir, path)) for path in given]
+            missing += [(key, path) for path, full in zip(given, paths, strict=True) if not os.path.exists(full)]
+            joined[key] = paths[0] if isinstance(value, str) else paths
+        resolved.append(joined)
     if missing:
-        raise PipelineError(f"{path}: {len(missing)} files listed under '{key}' are missing from {base}: {missing[:5]}")
-    return entries
+        (key, first), more = missing[0], [p for _, p in missing[1:6]]
+        also = f" (and {len(missing) - 1} more: {more})" if more else ""
+        raise PipelineError(f"{source} names {key} {first!r}, which does not exist under {base_dir}{also}")
+    return resolved

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.readers import DicomSeries, find_dicom_series, is_dicom
+from pipeline.data.readers import DicomSeries, find_dicom_series
 from pipeline.errors import PipelineError
 
-__all__ = ["LoadDicomSegd", "LoadLabeld", "read_dicom_seg", "referenced_series_uid", "write_dicom_seg"]
+__all__ = ["LoadDicomSegd", "read_dicom_seg", "referenced_series_uid", "write_dicom_seg"]
 
 
 def _segread(path: Path):
@@ -226,25 +226,3 @@ def _segmentation(hd, sources, label, numbers, descriptions, series_description,
         series_description=series_description,
         **extra,
     )
-
-
-
-class LoadLabeld:
-    """Load labels whatever their format: DICOM-SEG files (known by content, so extensionless ones too) onto the
-    loaded image's series, other files as images.
-
-    Masks stored as PNG/JPG are read as one grey channel.
-    """
-
-    def __init__(self, keys: str = "label", image_key: str = "image"):
-        from pipeline.data.readers import LoadClinicalImaged
-
-        self.keys = [keys] if isinstance(keys, str) else list(keys)
-        self.dicom_seg = LoadDicomSegd(self.keys, image_key)
-        self.image = LoadClinicalImaged(self.keys, grayscale=True, allow_missing_keys=True)
-
-    def __call__(self, data: Mapping) -> dict:
-        present = [k for k in self.keys if k in data]
-        if present and all(Path(data[k]).is_file() and is_dicom(Path(data[k])) for k in present):
-            return self.dicom_seg(data)
-        return self.image(data)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.data.formats import LOSSY_SUFFIXES, has_suffix
 from pipeline.errors import PipelineError
 
 __all__ = ["JPEG_EDGE_SHARE", "JPEG_NOISE", "MASK_THRESHOLD", "binary_foreground"]
@@ -23,8 +24,6 @@ JPEG_NOISE = 32
 
 JPEG_EDGE_SHARE = 0.01
 """Share of a JPEG mask's pixels that may lie further from both levels (ringing along edges) before it is refused."""
-
-LOSSY_SUFFIXES = (".jpg", ".jpeg")
 
 
 def _listed(values: np.ndarray) -> str:
@@ -40,7 +39,7 @@ def binary_foreground(values, name: str, threshold: float = MASK_THRESHOLD) -> n
     """
     values = np.asarray(values)
     scaled = values * 255.0 if values.size and values.max() <= 1 else values  # one pass each, no copy for 0/255
-    if str(name).lower().endswith(LOSSY_SUFFIXES):
+    if has_suffix(name, LOSSY_SUFFIXES):
         far = np.count_nonzero((scaled > JPEG_NOISE) & (scaled < 255 - JPEG_NOISE)) / max(values.size, 1)
         if far > JPEG_EDGE_SHARE:
             raise PipelineError(

@@ -27,9 +27,8 @@ from monai.transforms import (
 )
 from monai.utils import convert_to_dst_type
 
-from pipeline.data.dicom_seg import LoadLabeld
 from pipeline.data.masks import MASK_THRESHOLD, binary_foreground
-from pipeline.data.readers import LoadClinicalImaged
+from pipeline.data.readers import LoadClinicalImaged, LoadLabeld
 from pipeline.errors import PipelineError
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""Image readers for MONAI ``LoadImage(d)``: NIfTI, PNG/JPG, NRRD, and DICOM series folders read with SimpleITK.
+"""Image readers for MONAI ``LoadImage(d)``: NIfTI, PNG/JPG, NRRD, and MetaImage files and DICOM series folders
+read with SimpleITK.
 
 MONAI ships no SimpleITK reader (its ``ITKReader`` needs the ``itk`` package, which this project does not install),
 and its ``PydicomReader`` stacks slices in InstanceNumber order and passes a folder's stray files to pydicom.
@@ -13,15 +14,19 @@ Bad input raises :class:`~pipeline.errors.PipelineError` naming the file: a trun
 ``.dcm`` file that is not DICOM, several series in a folder without ``series_uid`` to choose one, two slices at the
 same position, and a missing slice (the volume's geometry would be wrong) unless ``allow_gaps`` is set.
 
-PNG/JPG/TIFF go through MONAI's ``PILReader`` with the converters of :mod:`pipeline.data.converters`: 16-bit stays
-16-bit, alpha is dropped, palette masks keep their indices, and a file holding several frames is refused.
+MetaImage files (``.mha``/``.mhd``) go through :class:`SimpleITKImageReader`, with the same array and affine
+conventions. PNG/JPG/TIFF go through MONAI's ``PILReader`` with the converters of :mod:`pipeline.data.converters`:
+16-bit stays 16-bit, alpha is dropped, palette masks keep their indices, and a file holding several frames is refused.
+
+:class:`LoadLabeld` loads a label in any of these formats, and DICOM-SEG (read by :mod:`pipeline.data.dicom_seg`)
+onto the loaded image's series.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,23 +35,23 @@ from monai.data import ImageReader, NibabelReader, NrrdReader, PILReader
 from monai.transforms import LoadImaged
 
 from pipeline.data.converters import to_colour, to_grayscale
+from pipeline.data.formats import DICOM_SUFFIXES, IMAGE_2D_SUFFIXES, METAIMAGE_SUFFIXES, has_suffix
 from pipeline.errors import PipelineError
 from pipeline.options import flag
 
 __all__ = [
     "DicomSeries",
     "SimpleITKDicomReader",
+    "SimpleITKImageReader",
     "find_dicom_series",
     "image_readers",
     "is_dicom",
     "LoadClinicalImaged",
+    "LoadLabeld",
     "PILImageReader",
 ]
 
 LOG = logging.getLogger(__name__)
-
-DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
-"""Files named like DICOM must be DICOM; other files without the DICM marker (README, preview.jpg, ...) are skipped."""
 
 SLICE_ATTRIBUTES = ("SOPInstanceUID", "SeriesInstanceUID", "Rows", "Columns", "PixelData")
 """What a file needs to be a slice of an image series; a truncated or header-only file lacks some of them."""
@@ -75,7 +80,7 @@ def is_dicom(path: Path) -> bool:
     """DICOM by content: the ``DICM`` marker after the 128-byte preamble (Part 10 files), or a DICOM file name."""
     import pydicom
 
-    return path.suffix.lower() in DICOM_SUFFIXES or pydicom.misc.is_dicom(path)
+    return has_suffix(path, DICOM_SUFFIXES) or pydicom.misc.is_dicom(path)
 
 
 def _read_header(path: Path):
@@ -283,15 +288,52 @@ def _first_unreadable(files: Sequence[Path]) -> Path:
     return files[0].parent
 
 
+class SimpleITKImageReader(ImageReader):
+    """MONAI ``ImageReader`` for one MetaImage file (``.mha``, or ``.mhd`` with its raw data file), decoded by
+    SimpleITK: scalar 3D volumes (the format is listed with the volumes), arrays ``(x, y, z)`` and a RAS affine, as
+    :class:`SimpleITKDicomReader` gives."""
+
+    def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:
+        paths = list(filename) if isinstance(filename, (list, tuple)) else [filename]
+        return len(paths) == 1 and has_suffix(paths[0], METAIMAGE_SUFFIXES)
+
+    def read(self, data: Sequence[str | Path] | str | Path, **kwargs):
+        import SimpleITK as sitk
+
+        path = Path(data[0] if isinstance(data, (list, tuple)) else data)
+        try:
+            return sitk.ReadImage(str(path)), path
+        except RuntimeError as error:
+            raise PipelineError(f"{path}: not a readable MetaImage ({str(error).strip().splitlines()[-1]})") from error
+
+    def get_data(self, img) -> tuple[np.ndarray, dict]:
+        import SimpleITK as sitk
+
+        image, path = img
+        if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() > 1:
+            components = image.GetNumberOfComponentsPerPixel()
+            raise PipelineError(f"{path}: a {image.GetDimension()}D MetaImage with {components} components per "
+                                "voxel; one scalar 3D volume per file is read")
+        array = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0))
+        affine = LPS_TO_RAS @ _sitk_affine(image)
+        meta = {
+            "affine": affine,
+            "original_affine": affine.copy(),
+            "spatial_shape": np.asarray(array.shape),
+            "original_channel_dim": float("nan"),
+            "space": "RAS",
+            "filename_or_obj": str(path),
+        }
+        return array, meta
+
+
 class PILImageReader(PILReader):
     """MONAI's ``PILReader`` for TIFF too: MONAI's own suffix list stops at BMP, so a TIFF reached no reader."""
-
-    SUFFIXES = ("png", "jpg", "jpeg", "bmp", "tif", "tiff")
 
     def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:
         from monai.data.utils import is_supported_format
 
-        return is_supported_format(filename, self.SUFFIXES)
+        return is_supported_format(filename, [suffix[1:] for suffix in IMAGE_2D_SUFFIXES])
 
 
 def image_readers(
@@ -302,6 +344,7 @@ def image_readers(
         NibabelReader(),
         NrrdReader(),
         PILImageReader(converter=to_grayscale if grayscale else to_colour),
+        SimpleITKImageReader(),
         SimpleITKDicomReader(series_uid=series_uid, allow_gaps=allow_gaps),
     ]
 
@@ -343,3 +386,24 @@ class LoadClinicalImaged(LoadImaged):
                     "one 3D volume per case is read (split the frames into files)"
                 )
         return loaded
+
+
+class LoadLabeld:
+    """Load labels whatever their format: DICOM-SEG files (known by content, so extensionless ones too) onto the
+    loaded image's series, other files as images.
+
+    Masks stored as PNG/JPG are read as one grey channel.
+    """
+
+    def __init__(self, keys: str = "label", image_key: str = "image"):
+        from pipeline.data.dicom_seg import LoadDicomSegd  # dicom_seg reads series through this module
+
+        self.keys = [keys] if isinstance(keys, str) else list(keys)
+        self.dicom_seg = LoadDicomSegd(self.keys, image_key)
+        self.image = LoadClinicalImaged(self.keys, grayscale=True, allow_missing_keys=True)
+
+    def __call__(self, data: Mapping) -> dict:
+        present = [k for k in self.keys if k in data]
+        if present and all(Path(data[k]).is_file() and is_dicom(Path(data[k])) for k in present):
+            return self.dicom_seg(data)
+        return self.image(data)

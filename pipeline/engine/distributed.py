@@ -2,7 +2,8 @@
 
 Under ``torchrun`` every rank runs the same bundle: :func:`init_distributed` joins the process group (NCCL on
 GPUs, gloo on CPU) and gives the rank its device, :func:`wrap_ddp` wraps the network, and only rank 0
-(:func:`is_main_process`) saves checkpoints, metrics and predictions. Everything here also works in a single,
+(:func:`is_main_process`) saves checkpoints, metrics and predictions; :func:`unwrap` gives the model inside
+the wrapper. Everything here also works in a single,
 non-distributed process, which is rank 0.
 """
 
@@ -57,6 +58,12 @@ def wrap_ddp(network: nn.Module, device: torch.device) -> DistributedDataParalle
     network = network.to(device)
     device_ids = [device] if device.type == "cuda" else None
     return DistributedDataParallel(network, device_ids=device_ids)
+
+
+def unwrap(network: nn.Module) -> nn.Module:
+    """The model inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (``network`` itself when it is not
+    wrapped): its parameter names and ``peft_state`` are the plain model's, so checkpoints load either way."""
+    return getattr(network, "module", network)
 
 
 def destroy_distributed() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ignite.engine import Engine, Events
 
+from pipeline.data.formats import strip_suffix
 from pipeline.engine.distributed import is_main_process
 from pipeline.errors import PipelineError
 
@@ -22,8 +23,7 @@ OUTPUT_NAME = "output_name"
 
 def case_name(source: str) -> str:
     """A file stem for the case read from ``source`` (a file or a DICOM series folder)."""
-    name = Path(str(source).rstrip("/")).name
-    return re.sub(r"(\.nii\.gz|\.[A-Za-z0-9]+)$", "", name) or "case"
+    return strip_suffix(str(source).rstrip("/")) or "case"
 
 
 def case_names(sources: list[str]) -> list[str]:
@@ -50,7 +50,7 @@ def case_names(sources: list[str]) -> list[str]:
 class PredictionWriter:
     """Write every case's ``pred`` label map next to the others in ``output_dir``; ``labels`` names DICOM-SEG segments.
 
-    Each case is written under its item's ``output_name`` (set by :func:`pipeline.engine.data.inference_inputs`),
+    Each case is written under its item's ``output_name`` (set by :func:`pipeline.engine.cases.inference_inputs`),
     else its file stem; a name another input of this run already wrote under stops the run before overwriting it.
     """
 

@@ -1,8 +1,10 @@
-"""What a network's output channels mean: one sigmoid channel (a box-prompted object) or C softmax classes.
+"""What a bundle's task settings mean for its network: how many output channels, which extra inputs.
 
-Box-prompted SAM models segment the one object in the box and emit a single logit map; prompt-free and Swin-UNETR
-models emit one logit map per class, background included. The loss and the discretisation follow from that count,
-and so do the metrics' classes (a single channel still means two classes: background and the object).
+A bundle's one class setting is ``num_classes``, the classes of its label maps with background included, as MONAI
+and nnU-Net count them; the metrics score that many classes. The network's output channels follow from it and the
+prompt (:func:`out_channels`): box-prompted SAM models segment the one object in the box and emit a single sigmoid
+logit map, so a box-prompted task has exactly two classes; prompt-free SAM and Swin-UNETR models emit one softmax
+logit map per class. The loss and the discretisation follow from the channel count.
 """
 
 from __future__ import annotations
@@ -10,6 +12,24 @@ from __future__ import annotations
 from monai.config import KeysCollection
 from monai.losses import DiceCELoss
 from monai.transforms import AsDiscrete, Compose, MapTransform
+
+from pipeline.errors import PipelineError
+
+
+def out_channels(num_classes: int, prompt: str = "none") -> int:
+    """The network's logit channels for ``num_classes`` classes (background included) under ``prompt``."""
+    if prompt != "box":
+        return num_classes
+    if num_classes != 2:
+        raise PipelineError(f"prompt box segments the one object in each box, so num_classes must be 2 (background "
+                            f"and the object), got {num_classes} (--num_classes); use --prompt none for more classes")
+    return 1
+
+
+def prompt_inputs(prompt: str) -> dict[str, str]:
+    """The network's extra ``forward`` arguments and the batch keys they are read from (the ``extra_keys`` of
+    MONAI's ``PrepareBatchExtraInput``): a box-prompted network takes ``boxes`` from the batch's ``box``."""
+    return {"boxes": "box"} if prompt == "box" else {}
 
 
 def segmentation_loss(out_channels: int) -> DiceCELoss:
@@ -24,11 +44,6 @@ def to_label_map(out_channels: int) -> Compose:
     if out_channels == 1:
         return Compose([AsDiscrete(threshold=0.0)])
     return Compose([AsDiscrete(argmax=True)])
-
-
-def num_classes(out_channels: int) -> int:
-    """Classes in the label map, background included."""
-    return max(out_channels, 2)
 
 
 class LabelMapd(MapTransform):

@@ -22,7 +22,6 @@ from pipeline.errors import PipelineError
 from pipeline.models.clipseg import CLIPSegSegmenter, build_clipseg
 from pipeline.models.feature_cache import FeatureCache
 from pipeline.models.litemedsam import build_litemedsam
-from pipeline.models.prompts import boxes_from_labels
 from pipeline.models.sam import SamInput, SamSegmenter, SamViTSize, build_sam_vit
 from pipeline.models.swin_unetr import SwinUNETRSegmenter, build_swin_unetr
 
@@ -53,7 +52,6 @@ __all__ = [
     "SamSegmenter",
     "SamViTSize",
     "SwinUNETRSegmenter",
-    "boxes_from_labels",
     "build_backbone",
     "build_clipseg",
     "build_litemedsam",

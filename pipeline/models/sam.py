@@ -31,8 +31,8 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from torch import nn
 
 from pipeline.errors import PipelineError
-from pipeline.models.checkpoints import load_into
 from pipeline.models.feature_cache import EncoderStep, FeatureCache, run_encoder
+from pipeline.models.pretrained import load_into
 from pipeline.peft.spec import BlockSite, ChannelsLast, PeftSpec
 
 Prompt = Literal["box", "none"]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from monai.networks.nets import SwinUNETR
 
 from pipeline.errors import PipelineError
-from pipeline.models.checkpoints import load_into
+from pipeline.models.pretrained import load_into
 from pipeline.peft.spec import BlockSite, ChannelsLast, PeftSpec
 
 STAGES = ("layers1", "layers2", "layers3", "layers4")

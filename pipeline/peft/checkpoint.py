@@ -15,6 +15,7 @@ from typing import BinaryIO
 import torch
 from torch import nn
 
+from pipeline.engine.distributed import unwrap
 from pipeline.errors import PipelineError
 from pipeline.peft.injector import apply_peft, peft_state_of
 from pipeline.peft.methods import build_method
@@ -24,7 +25,7 @@ FORMAT = "pipeline-adapter/1"
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Trainable parameters, plus the buffers of modules that own one (e.g. a trained BatchNorm's statistics)."""
-    inner = getattr(model, "module", model)
+    inner = unwrap(model)
     state = peft_state_of(inner)
     names = set(state.adapter) | set(state.head)
     tensors = {n: p for n, p in inner.named_parameters() if n in names and p.requires_grad}
@@ -99,7 +100,7 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     options, and one whose tensors do not match the model's trainable tensors name for name and shape for shape.
     """
     payload = read_adapter(path)
-    inner = getattr(model, "module", model)
+    inner = unwrap(model)
     if getattr(inner, "peft_state", None) is None:
         spec_name = inner.peft_spec().name if hasattr(inner, "peft_spec") else None
         if spec_name is not None and spec_name != payload["backbone"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from pipeline.engine.distributed import unwrap
 from pipeline.peft.injector import peft_state_of
 
 
@@ -15,7 +16,7 @@ def param_groups(model: nn.Module, lr: float, adapter_lr: float | None = None, h
     (``linear_probe`` has no adapter, a headless backbone has no head) are left out because optimizers reject them.
     """
     state = peft_state_of(model)
-    inner = getattr(model, "module", model)
+    inner = unwrap(model)
     named = dict(inner.named_parameters())
     groups = []
     for name, names, group_lr in (("adapter", state.adapter, adapter_lr), ("head", state.head, head_lr)):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from pipeline.engine.distributed import unwrap
 from pipeline.errors import PipelineError
 from pipeline.peft.methods import build_method
 from pipeline.peft.selection import select_blocks
@@ -120,7 +121,7 @@ def apply_peft(model: nn.Module, method: str, layers: str | int | Sequence[int] 
 
 def peft_state_of(model: nn.Module) -> PeftState:
     """The model's :class:`PeftState`, looking through DDP / DataParallel wrappers."""
-    inner = getattr(model, "module", model)
+    inner = unwrap(model)
     state = getattr(inner, "peft_state", None)
     if state is None:
         raise PipelineError(f"{type(inner).__name__} has no adapters yet: call pipeline.peft.apply_peft first")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +14,13 @@ from PIL import Image
 
 from pipeline.cli import EXIT_BAD_INPUT
 from pipeline.engine.network import build_network
+from tests.bundles.runs import REPO, monai_command, run_command
 
-REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "litemedsam_dka_polyp" / "configs"
-ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 
 
 def bundle(*configs: str, **overrides) -> subprocess.CompletedProcess:
-    files = "[" + ",".join(f"'{CONFIGS / c}'" for c in configs) + "]"
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files]
-    for key, value in overrides.items():
-        args += [f"--{key}", str(value)]
-    return subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+    return run_command(monai_command(CONFIGS, *configs, **overrides), timeout=900)
 
 
 @pytest.fixture(scope="module")

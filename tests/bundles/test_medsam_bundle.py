@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -21,34 +19,24 @@ import pytest
 import torch
 
 from pipeline.cli import EXIT_BAD_INPUT
+from pipeline.engine.bundle_run import run_bundle
 from pipeline.engine.network import build_network
 from pipeline.models import SamViTSize, build_sam_vit
 from pipeline.peft import save_adapter
+from tests.bundles.runs import REPO, monai_command, run_command
 
-REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "medsam_dka_ct" / "configs"
-ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 SMALL = {"embed_dim": 32, "depth": 4, "num_heads": 2, "global_attn_indexes": [1, 3], "image_size": 64,
          "window_size": 2, "prompt_embed_dim": 32, "decoder_mlp_dim": 64, "decoder_heads": 2}
 
 
 def bundle(*configs: str | Path, **overrides) -> subprocess.CompletedProcess:
-    files = "[" + ",".join(f"'{c if Path(c).is_absolute() else CONFIGS / c}'" for c in configs) + "]"
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files]
-    for key, value in overrides.items():
-        args += [f"--{key}", str(value)]
-    return subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    return run_command(monai_command(CONFIGS, *configs, **overrides))
 
 
 def run_in_process(*configs: str | Path, **overrides) -> None:
     """``monai.bundle run`` without a new interpreter (each one costs ~15 s of imports on 2 cores)."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config([str(c if Path(c).is_absolute() else CONFIGS / c) for c in configs])
-    parser.update({key: str(value) if isinstance(value, Path) else value for key, value in overrides.items()})
-    parser.get_parsed_content("initialize")
-    parser.get_parsed_content("run")
+    run_bundle([CONFIGS / c for c in configs], **overrides)
 
 
 @pytest.fixture(scope="module")

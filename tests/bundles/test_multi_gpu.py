@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.bundles.runs import ENV, REPO
 from tests.bundles.test_swin_bundle import CONFIGS as SWIN_CONFIGS
-from tests.bundles.test_swin_bundle import ENV, REPO, hippocampus_split
+from tests.bundles.test_swin_bundle import hippocampus_split
 
 BUNDLES = sorted(p.parent.parent for p in (REPO / "bundles").glob("*/configs/train.json"))
 # Handlers that only log: under DDP they run on rank 0 alone (the rest must run everywhere, e.g. the

@@ -4,7 +4,6 @@ with the same exit status, a run folder belongs to one run, and the polyp bundle
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,17 +12,16 @@ import pytest
 import torch
 
 from pipeline.cli import EXIT_BAD_INPUT
+from tests.bundles.runs import REPO, run_command
 
-REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "litemedsam_dka_polyp"
 CONFIGS = BUNDLE / "configs"
-ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 SMALL = {"image_size": 64, "val_interval": 1}  # 64-pixel inputs keep a LiteMedSAM step to seconds on a CPU
 
 
 def pipeline_run(*words) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", "run", *map(str, words)], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=900)
+    """``python -m pipeline run BUNDLE [CONFIG ...] --key value ...``, the short form the users type."""
+    return run_command([sys.executable, "-m", "pipeline", "run", *map(str, words)], timeout=900)
 
 
 def the_one_line(result: subprocess.CompletedProcess) -> str:
@@ -98,7 +96,7 @@ def test_an_override_typo_and_a_wrong_type_are_one_line_through_the_cli(syntheti
     ],
 )
 def test_the_bundles_settings_check_stops_a_bad_value_with_one_line(overrides, message, capsys):
-    from pipeline.engine.validate import BadInput
+    from pipeline.engine.arguments import BadInput
 
     with pytest.raises(BadInput) as stop:
         parsed("train.json", **overrides).get_parsed_content("check_settings")
@@ -108,7 +106,7 @@ def test_the_bundles_settings_check_stops_a_bad_value_with_one_line(overrides, m
 
 
 def test_a_run_folder_of_another_split_stops_the_run_unless_told(synthetic, tmp_path, capsys):
-    from pipeline.engine.validate import BadInput
+    from pipeline.engine.arguments import BadInput
 
     data, split = synthetic
     other = tmp_path / "other_split.json"
@@ -136,7 +134,7 @@ def train(data, split, output, max_epochs, killed_after=None):
     """A polyp training run in this process; returns its saved resume state."""
     from ignite.engine import Events
 
-    from pipeline.engine.checkpoints import read_resume_state
+    from pipeline.engine.handlers import read_resume_state
 
     parser = parsed("train.json", dataset_dir=data, split=split, output_dir=output, max_epochs=max_epochs, **SMALL)
     parser.get_parsed_content("initialize")

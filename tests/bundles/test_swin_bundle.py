@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -19,25 +17,15 @@ import pytest
 import torch
 
 from pipeline.cli import EXIT_BAD_INPUT
+from tests.bundles.runs import ENV, REPO, monai_command, run_command
 
-REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "swin_unetr_dka_hippocampus"
 CONFIGS = BUNDLE / "configs"
-ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 SMALL = {"feature_size": 12}
 
 
-def bundle_command(*configs: str, **overrides) -> list[str]:
-    files = "[" + ",".join(f"'{CONFIGS / c}'" for c in configs) + "]"
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files]
-    for key, value in overrides.items():
-        args += [f"--{key}", str(value)]
-    return args
-
-
 def bundle(*configs: str, **overrides) -> subprocess.CompletedProcess:
-    return subprocess.run(bundle_command(*configs, **overrides), cwd=REPO, env=ENV, capture_output=True, text=True,
-                          timeout=600)
+    return run_command(monai_command(CONFIGS, *configs, **overrides))
 
 
 def run_together(*commands: list[str]) -> list[subprocess.CompletedProcess]:
@@ -94,8 +82,9 @@ def test_train_resume_evaluate_infer_on_real_hippocampus(shared_data, tmp_path):
 
     # evaluate and infer read the same checkpoint and write to different folders: run them side by side
     test_image = root / json.loads(split.read_text())["test"][0]["image"]
-    evaluation, inference = run_together(bundle_command("train.json", "evaluate.json", **common),
-                                         bundle_command("train.json", "inference.json", input=test_image, **common))
+    evaluation, inference = run_together(monai_command(CONFIGS, "train.json", "evaluate.json", **common),
+                                         monai_command(CONFIGS, "train.json", "inference.json", input=test_image,
+                                                       **common))
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     assert inference.returncode == 0, inference.stderr[-3000:]
     rows = (tmp_path / "run" / "eval" / "metrics.csv").read_text().splitlines()
@@ -143,6 +132,21 @@ def test_the_bundles_argument_check_names_the_bad_override(overrides, message, e
     with pytest.raises(SystemExit, match="^error: ") as stop:
         parser.get_parsed_content("check_arguments")
     assert message in str(stop.value)
+
+
+def test_num_classes_sets_the_network_the_loss_and_the_metrics_alike():
+    """``--num_classes`` is the bundle's one class setting: the network's output channels follow it, not only the
+    metrics' one-hot classes (before, the network kept a separate ``out_channels`` of 3)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({"num_classes": 4, **SMALL})
+    network = parser.get_parsed_content("network_def")
+    assert network.out.conv.conv.out_channels == 4, "the Swin-UNETR head emits one logit map per class"
+    assert parser.get_parsed_content("validate#postprocessing").transforms[1].to_onehot == [4, 4]
+    logits, label = torch.zeros(1, 4, 2, 2, 2), torch.full((1, 1, 2, 2, 2), 3.0)
+    assert parser.get_parsed_content("loss")(logits, label).isfinite(), "labels up to class 3 fit the loss"
 
 
 @pytest.mark.slow

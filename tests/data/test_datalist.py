@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+from monai.data import load_decathlon_datalist
 from PIL import Image
 
-from pipeline.data.datalist import build_datalist, load_datalist, write_json
+from pipeline.data.datalist import build_datalist, load_datalist, resolve_paths, write_json
 from pipeline.data.demo_data import make_synthetic_kvasir
 from pipeline.errors import PipelineError
 
@@ -76,6 +78,26 @@ def test_missing_file_in_datalist_is_named(tmp_path):
     make_synthetic_kvasir(tmp_path, n=2, size=32)
     path = write_json(build_datalist(tmp_path), tmp_path / "datalist.json")
     (tmp_path / "images" / "synthetic_001.png").unlink()
-    with pytest.raises(PipelineError, match=r"1 files listed under 'training' are missing .*images/synthetic_001.png"):
+    with pytest.raises(PipelineError, match=r"datalist.json \('training'\) names image 'images/synthetic_001.png', "
+                                            r"which does not exist under"):
         load_datalist(path)
     assert json.loads(path.read_text())["name"] == tmp_path.name
+
+
+def test_paths_are_joined_as_monai_joins_them_and_every_missing_file_is_counted(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"")
+    entries = [{"image": "images/../images/a.png", "label": str(tmp_path / "images" / "a.png"), "id": 7}]
+    assert resolve_paths(entries, tmp_path, "split.json") == load_decathlon_datalist_like(entries, tmp_path)
+    assert resolve_paths([{"image": ["images/a.png", "images/a.png"]}], tmp_path, "s")[0]["image"] == [
+        str(tmp_path / "images" / "a.png")] * 2
+    gone = [{"image": "images/a.png", "label": "masks/a.png"}, {"image": "images/b.png"}]
+    with pytest.raises(PipelineError, match=r"^split.json names label 'masks/a.png', which does not exist under .* "
+                                            r"\(and 1 more: \['images/b.png'\]\)$"):
+        resolve_paths(gone, tmp_path, "split.json")
+
+
+def load_decathlon_datalist_like(entries: list[dict], base_dir) -> list[dict]:
+    """What MONAI's own loader makes of ``entries`` (written to a datalist file) with ``base_dir``."""
+    path = write_json({"training": entries}, Path(base_dir) / "monai.json")
+    return load_decathlon_datalist(path, is_segmentation=True, base_dir=base_dir)

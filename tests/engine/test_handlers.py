@@ -1,50 +1,160 @@
-"""The bundles' own ignite handlers, each driven by a minimal ``Engine`` on tiny tensors (no bundle, no backbone)."""
+"""The checkpoint handlers on a toy model: adapter-only saves on improvement, bit-exact resume, nothing executed on
+load, one owner per run folder."""
 
 from __future__ import annotations
 
-import nibabel as nib
-import numpy as np
+import json
+import os
+import stat
+
+import pytest
 import torch
 from ignite.engine import Engine, Events
-from monai.data import MetaTensor
-from PIL import Image
+from monai.data import DataLoader, Dataset
+from monai.transforms import Compose, RandFlipd, RandGaussianNoised
+from monai.utils import set_determinism
 from torch import nn
 
-from pipeline.data.slices import SliceDataset
-from pipeline.engine.checkpoints import AdapterCheckpoint
-from pipeline.engine.inference import PredictionWriter
-from pipeline.engine.slices import ResampleSlices
-from pipeline.engine.tensorboard import LearningRateWriter
-from pipeline.peft import apply_peft
+from pipeline.engine.handlers import AdapterCheckpoint, ResumeState, claim_run_folder, read_resume_state
+from pipeline.errors import PipelineError
+from pipeline.peft import apply_peft, atomic_save, param_groups, trainable_state_dict
 from pipeline.peft.checkpoint import read_adapter
 from tests.peft.backbones import SamViT
 
 
-def test_prediction_writer_writes_each_case_of_each_batch_in_its_input_format(tmp_path):
-    """A batch is a list of cases (decollated, as after ``Invertd``); every case's prediction lands under its name."""
-    mask = torch.zeros(1, 6, 8)
-    mask[0, 1:4, 2:7] = 1
-    png = MetaTensor(torch.rand(3, 6, 8), meta={"filename_or_obj": "/data/images/polyp_01.jpg"})
-    volume = torch.zeros(1, 4, 5, 3)
-    volume[0, 1:3, 2:4, 1] = 2
-    affine = torch.diag(torch.tensor([0.5, 0.5, 2.0, 1.0]))
-    nifti = MetaTensor(torch.rand(1, 4, 5, 3), affine=affine, meta={"filename_or_obj": "/data/ct/case_7.nii.gz"})
-    batches = [[{"image": png}], [{"image": nifti}, {"image": png.clone()}]]
-    predictions = iter([[{"pred": mask}], [{"pred": volume}, {"pred": 1 - mask}]])
+class Killed(Exception):
+    """Stands in for ``kill -9``: the run stops right after a checkpoint, without any handler running."""
 
-    writer = PredictionWriter(str(tmp_path))
-    engine = Engine(lambda engine, batch: next(predictions))
-    writer.attach(engine)
-    engine.run(batches, max_epochs=1)
 
-    assert sorted(p.name for p in writer.written) == [
-        "case_7.nii.gz", "polyp_01_mask.png", "polyp_01_mask.png", "polyp_01_overlay.png", "polyp_01_overlay.png",
-    ]
-    # the second batch's PNG case overwrote the first (same name): its mask is the complement
-    written = np.asarray(Image.open(tmp_path / "polyp_01_mask.png")).T
-    assert np.array_equal(written, (1 - mask[0].numpy()) * 255)
-    saved = nib.load(tmp_path / "case_7.nii.gz")
-    assert np.array_equal(saved.get_fdata(), volume[0].numpy()) and np.allclose(saved.affine, affine.numpy())
+def training(path, every_n_iterations=0, kill_at_iteration=None):
+    """A toy run with every kind of randomness a bundle has: a shuffling loader with its own generator, random
+    transforms drawing from their own ``R``, dropout in the adapters (torch's global state)."""
+    set_determinism(seed=0)
+    network = SamViT()
+    apply_peft(network, "dka", r=4, dropout=0.5)
+    optimizer = torch.optim.AdamW(param_groups(network, lr=1e-2))
+    data = [{"image": torch.rand(3, 64, 64)} for _ in range(6)]
+    transform = Compose([RandGaussianNoised(keys="image", prob=1.0, std=0.5),
+                         RandFlipd(keys="image", prob=0.5, spatial_axis=1)])
+    loader = DataLoader(Dataset(data, transform), batch_size=2, shuffle=True,
+                        generator=torch.Generator().manual_seed(3))
+
+    def step(engine, batch):
+        network.train()
+        optimizer.zero_grad()
+        loss = network(batch["image"]).square().mean()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    engine = Engine(step)
+    ResumeState(str(path), network, optimizer, every_n_iterations=every_n_iterations).attach(engine)
+    if kill_at_iteration is not None:
+        @engine.on(Events.ITERATION_COMPLETED(once=kill_at_iteration))
+        def kill(_):
+            raise Killed
+
+    return engine, loader, network
+
+
+def trained(path, max_epochs, **options):
+    engine, loader, network = training(path, **options)
+    engine.run(loader, max_epochs=max_epochs)
+    return trainable_state_dict(network)
+
+
+def assert_equal_tensors(first, second):
+    assert set(first) == set(second)
+    differing = [name for name in first if not torch.equal(first[name], second[name])]
+    assert not differing, f"{len(differing)} of {len(first)} tensors differ, e.g. {differing[:3]}"
+
+
+@pytest.mark.slow
+def test_stopping_after_an_epoch_and_resuming_is_bit_exact(tmp_path):
+    straight = trained(tmp_path / "straight.pt", max_epochs=3)
+    trained(tmp_path / "resumed.pt", max_epochs=1)
+    assert_equal_tensors(straight, trained(tmp_path / "resumed.pt", max_epochs=3))
+
+
+@pytest.mark.slow
+def test_a_kill_within_an_epoch_resumes_bit_exact_from_the_last_iteration_checkpoint(tmp_path):
+    straight = trained(tmp_path / "straight.pt", max_epochs=3)
+    with pytest.raises(Killed):
+        trained(tmp_path / "resumed.pt", max_epochs=3, every_n_iterations=1, kill_at_iteration=5)
+    assert read_resume_state(tmp_path / "resumed.pt")["trainer"]["iteration"] == 5, "mid-epoch (3 per epoch)"
+    assert_equal_tensors(straight, trained(tmp_path / "resumed.pt", max_epochs=3, every_n_iterations=1))
+
+
+class Payload:
+    """A pickled object whose unpickling would create ``marker``: what a malicious resume.pt could carry."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_resume_state_carrying_code_is_refused_and_the_code_never_runs(tmp_path):
+    marker = tmp_path / "payload_ran"
+    path = tmp_path / "resume.pt"
+    torch.save({"epoch": 1, "trainer": {}, "network": {}, "optimizer": {}, "rng": Payload(marker)}, path)
+    engine, loader, _ = training(path)
+    with pytest.raises(PipelineError) as refused:
+        engine.run(loader, max_epochs=1)
+    assert not marker.exists(), "the payload ran"
+    message = str(refused.value)
+    assert message.startswith(f"resume state {path} cannot be loaded as plain weights") and "\n" not in message
+
+
+def test_stale_temporary_files_of_a_killed_save_are_removed_at_start(tmp_path):
+    stale = tmp_path / ".resume.pt.x1y2.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    engine, loader, _ = training(tmp_path / "resume.pt")
+    engine.run(loader, max_epochs=1)
+    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["resume.pt"]
+
+
+def test_checkpoints_get_the_users_file_mode_not_0600(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = atomic_save({"x": torch.zeros(1)}, tmp_path / "model.pt")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+SETTINGS = {"backbone": "litemedsam", "method": "dka", "method_options": {"r": 8}, "layers": "middle",
+            "lr": 1e-4, "split": {"training": [{"image": "a.png"}]}}
+
+
+def test_a_run_folder_refuses_a_run_with_other_settings_unless_told(tmp_path):
+    record = claim_run_folder(tmp_path, {**SETTINGS, "dataset_dir": str(tmp_path)})
+    assert json.loads((tmp_path / "run.json").read_text())["fingerprint"] == record
+    assert record["split"].startswith("sha256:")
+    claim_run_folder(tmp_path, {**SETTINGS, "dataset_dir": str(tmp_path)})  # the same run continues
+
+    other_split = {**SETTINGS, "dataset_dir": str(tmp_path), "split": {"training": [{"image": "b.png"}]}}
+    with pytest.raises(PipelineError, match=r"belongs to another run \(split: 'sha256:\w+' there, 'sha256:\w+' now\)"):
+        claim_run_folder(tmp_path, other_split)
+    with pytest.raises(PipelineError, match=r"method_options: \{'r': 8\} there, \{'r': 4\} now"):
+        claim_run_folder(tmp_path, {**SETTINGS, "dataset_dir": str(tmp_path), "method_options": {"r": 4}})
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "resume.pt").write_bytes(b"x")
+    (tmp_path / "models" / "model.pt").write_bytes(b"x")
+    claim_run_folder(tmp_path, other_split, resume=True)
+    assert (tmp_path / "models" / "resume.pt").exists(), "--resume true keeps the state to continue from"
+    claim_run_folder(tmp_path, {**other_split, "lr": 1e-3}, overwrite=True)
+    assert not (tmp_path / "models" / "resume.pt").exists() and not (tmp_path / "models" / "model.pt").exists()
+    assert json.loads((tmp_path / "run.json").read_text())["fingerprint"]["lr"] == 1e-3
+
+
+def test_a_run_folder_with_outputs_but_no_record_is_refused(tmp_path):
+    (tmp_path / "split.json").write_text("{}")
+    with pytest.raises(PipelineError, match="it holds split.json of a run without run.json"):
+        claim_run_folder(tmp_path, SETTINGS)
 
 
 class Wrapped(nn.Module):
@@ -90,52 +200,25 @@ def test_adapter_checkpoint_saves_only_on_epochs_where_the_metric_improved(tmp_p
     assert torch.equal(value(3), trained) and torch.equal(value(3), value(1) + 2.0)
 
 
-class RecordingWriter:
-    """The two ``SummaryWriter`` calls the handler makes."""
+def test_resume_state_of_another_method_is_refused_with_one_clear_message(tmp_path):
+    from ignite.engine import Engine
 
-    def __init__(self) -> None:
-        self.scalars: list[tuple[str, float, int]] = []
-        self.flushes = 0
+    from pipeline.engine.handlers import ResumeState
+    from pipeline.errors import PipelineError
+    from pipeline.peft import apply_peft, param_groups
+    from tests.peft.backbones import SamViT
 
-    def add_scalar(self, tag: str, value: float, step: int) -> None:
-        self.scalars.append((tag, value, step))
+    def resumable(method):
+        torch.manual_seed(0)
+        network = SamViT()
+        apply_peft(network, method)
+        optimizer = torch.optim.AdamW(param_groups(network, lr=1e-3))
+        engine = Engine(lambda engine, batch: None)
+        ResumeState(str(tmp_path / "resume.pt"), network, optimizer).attach(engine)
+        return engine
 
-    def flush(self) -> None:
-        self.flushes += 1
-
-
-def test_learning_rate_writer_logs_each_group_by_name_each_epoch():
-    adapter, head = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
-    optimizer = torch.optim.SGD([{"params": [adapter], "lr": 0.1, "name": "adapter"}, {"params": [head], "lr": 0.01}])
-
-    def train_step(engine, batch):
-        if engine.state.epoch == 2:
-            optimizer.param_groups[0]["lr"] = 0.05
-
-    engine = Engine(train_step)
-    summary = RecordingWriter()
-    LearningRateWriter(optimizer, summary).attach(engine)
-    engine.run([0, 1], max_epochs=2)
-    assert summary.scalars == [("lr/adapter", 0.1, 1), ("lr/1", 0.01, 1), ("lr/adapter", 0.05, 2), ("lr/1", 0.01, 2)]
-    assert summary.flushes == 2
-
-
-def test_resample_slices_redraws_each_epoch_as_a_fresh_dataset_would():
-    label = torch.zeros(1, 4, 4, 12)
-    label[0, 1:3, 1:3, 5:8] = 1
-    volumes = [{"image": torch.rand(1, 4, 4, 12), "label": label}]
-    dataset = SliceDataset(volumes, samples_per_volume=4, seed=3)
-    drawn = {}
-
-    def train_step(engine, batch):
-        drawn[engine.state.epoch] = list(dataset.index)
-
-    engine = Engine(train_step)
-    ResampleSlices(dataset).attach(engine)
-    engine.run([0], max_epochs=3)
-
-    reference = SliceDataset(volumes, samples_per_volume=4, seed=3)
-    for epoch in (1, 2, 3):
-        reference.resample(epoch)
-        assert drawn[epoch] == reference.index, f"epoch {epoch} must draw what a resumed run draws"
-    assert len({tuple(draw) for draw in drawn.values()}) > 1, "the draw changes between epochs"
+    resumable("dka").run([0], max_epochs=1)
+    assert (tmp_path / "resume.pt").is_file()
+    with pytest.raises(PipelineError, match="written by a run with other adapters or options"):
+        resumable("lora").run([0], max_epochs=2)
+    resumable("dka").run([0], max_epochs=2)  # the same method resumes

@@ -1,9 +1,11 @@
-"""``CaseMetrics`` on small synthetic label maps, run by a plain ignite engine shaped like MONAI's evaluator."""
+"""``CaseMetrics`` on small synthetic label maps, run by a plain ignite engine shaped like MONAI's evaluator, and the
+scores and summaries it writes."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import multiprocessing
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 
-from pipeline.engine.metrics import METRICS, CaseMetrics, score_case
+from pipeline.engine.metrics import METRICS, CaseMetrics, score_case, summarise
 from pipeline.errors import PipelineError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,3 +153,23 @@ def test_training_validation_scores_dice_only(bundle):
     assert "additional_metrics" not in train["validate"]["evaluator"]
     for name in ("train.json", "multi_gpu_train.json"):
         assert "CaseMetrics" not in (configs / name).read_text()
+
+
+def test_score_case_matches_hand_computed_dice_and_spacing_scales_hd95():
+    pred = torch.zeros(1, 20, 20)
+    pred[0, 5:10, 5:10] = 1
+    label = torch.zeros(1, 20, 20)
+    label[0, 5:11, 5:10] = 1
+    scores = score_case(pred, label, num_classes=2, spacing=[1.0, 1.0])
+    assert scores["dice"][0] == pytest.approx(2 * 25 / (25 + 30))
+    assert scores["iou"][0] == pytest.approx(25 / 30)
+    doubled = score_case(pred, label, num_classes=2, spacing=[2.0, 2.0])
+    assert doubled["hd95"][0] == pytest.approx(2 * scores["hd95"][0])
+
+
+def test_summarise_leaves_out_and_counts_non_finite_values():
+    summary = summarise([0.5, 0.7, float("nan")])
+    assert summary["n"] == 2 and summary["non_finite"] == 1
+    assert summary["mean"] == pytest.approx(0.6)
+    low, high = summary["ci95"]
+    assert low < 0.6 < high and math.isfinite(high)

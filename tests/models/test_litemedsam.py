@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.models import boxes_from_labels
+from pipeline.engine.prompts import boxes_from_labels
 from pipeline.peft.spec import TokenGrid
 from tests.models.model_cases import kvasir_case, kvasir_names
 

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
 
-from pipeline.models import boxes_from_labels, build_backbone
+from pipeline.engine.prompts import boxes_from_labels
+from pipeline.models import build_backbone
 from pipeline.peft import apply_peft, param_groups
 from tests.models.model_cases import SMALL_SAM, hippocampus_case, kvasir_case, kvasir_names
 

@@ -26,15 +26,14 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from pipeline.analysis.erf import contribution_map, erf_ratios
+    from pipeline.data.formats import IMAGE_2D_SUFFIXES, has_suffix
     from pipeline.errors import PipelineError
     from pipeline.models import build_backbone
     from pipeline.peft import load_adapter
 
-    files = sorted(
-        p for p in Path(args.images).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"}
-    )[: args.count]
+    files = sorted(p for p in Path(args.images).iterdir() if has_suffix(p, IMAGE_2D_SUFFIXES))[: args.count]
     if not files:
-        raise PipelineError(f"{args.images} holds no PNG/JPG images")
+        raise PipelineError(f"{args.images} holds no 2D images ({', '.join(IMAGE_2D_SUFFIXES)})")
     options = {"checkpoint": args.checkpoint} if args.checkpoint else {}
     model = build_backbone(args.backbone, **options)
     if args.adapter:

@@ -157,10 +157,10 @@ def run(args: argparse.Namespace) -> int:
         # MONAI warns on every run that a config file is code; here the user named the files on this command line.
         warnings.filterwarnings("ignore", message="parsing config_file")
         check_override_keys(files, overrides)
-        from monai.bundle.scripts import run as run_bundle
+        from pipeline.engine.bundle_run import run_bundle
 
         try:
-            run_bundle(config_file=[str(f) for f in files], **overrides)
+            run_bundle(files, **overrides)
         except Exception as error:
             cause = pipeline_error_in(error)
             if cause is None or debug:

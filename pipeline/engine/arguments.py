@@ -22,6 +22,7 @@ from pipeline.peft import METHODS
 SETTINGS = {
     "max_epochs": (int, 1), "batch_size": (int, 1), "val_interval": (int, 1), "patience": (int, 1),
     "image_size": (int, 1), "num_workers": (int, 0), "seed": (int, 0), "checkpoint_every_n_iterations": (int, 0),
+    "num_classes": (int, 2),
     "lr": (float, 0.0), "adapter_lr": (float, 0.0), "head_lr": (float, 0.0),
 }
 FLAGS = ("resume", "overwrite")
@@ -31,8 +32,8 @@ def check_arguments(dataset_dir: str | None, method: str | None = None, split: s
                     checkpoint: str | None = None, checkpoint_required: bool = False,
                     checkpoint_hint: str = "--checkpoint PATH") -> None:
     """Raise :class:`PipelineError` naming the first bad argument; the split's files are checked by
-    :func:`pipeline.engine.data.load_split`, which this calls."""
-    from pipeline.engine.data import load_split
+    :func:`pipeline.engine.cases.load_split`, which this calls."""
+    from pipeline.engine.cases import load_split
 
     if dataset_dir in (None, ""):
         raise PipelineError("dataset_dir is required: pass --dataset_dir DIR (the folder with the images and labels)")
@@ -81,9 +82,12 @@ def _ending_the_run(check, **arguments) -> bool:
     return True
 
 
-def check_settings(method: str | None = None, method_options: dict | None = None, **settings) -> None:
+def check_settings(method: str | None = None, method_options: dict | None = None, prompt: str = "none",
+                   **settings) -> None:
     """Raise :class:`PipelineError` for the first setting of the wrong type or out of range (see :data:`SETTINGS`),
-    a yes/no flag that is neither, or method options the method refuses (``r: 0``, an unknown option)."""
+    a yes/no flag that is neither, method options the method refuses (``r: 0``, an unknown option), or a class
+    count the prompt cannot give (:func:`pipeline.engine.task.out_channels`)."""
+    from pipeline.engine.task import out_channels
     from pipeline.peft.methods import build_method
 
     for name, value in settings.items():
@@ -104,6 +108,8 @@ def check_settings(method: str | None = None, method_options: dict | None = None
             build_method(method, **(method_options or {}))
         except PipelineError as error:
             raise PipelineError(f"--method_options: {error}") from None
+    if "num_classes" in settings:
+        out_channels(settings["num_classes"], prompt)
 
 
 def check_bundle_settings(**settings) -> bool:
@@ -112,9 +118,9 @@ def check_bundle_settings(**settings) -> bool:
 
 
 def check_bundle_run_folder(output_dir: str, settings: dict, resume=False, overwrite=False) -> bool:
-    """:func:`pipeline.engine.checkpoints.claim_run_folder` for a bundle config: a folder that belongs to another
+    """:func:`pipeline.engine.handlers.claim_run_folder` for a bundle config: a folder that belongs to another
     run ends this one with one line saying so."""
-    from pipeline.engine.checkpoints import claim_run_folder
+    from pipeline.engine.handlers import claim_run_folder
 
     def claim() -> None:
         claim_run_folder(output_dir, settings, resume=flag("resume", resume), overwrite=flag("overwrite", overwrite))
@@ -140,7 +146,7 @@ def check_bundle_checkpoint(checkpoint: str | None, hint: str) -> bool:
 
 def check_inputs(input: str | None = None, dataset_dir: str | None = None, split: str | None = None) -> None:
     """Inference's check: an existing ``input``, or a dataset whose held-out cases to predict."""
-    from pipeline.engine.data import inference_inputs
+    from pipeline.engine.cases import inference_inputs
 
     inference_inputs(input, dataset_dir, split)
 

@@ -1,16 +1,22 @@
-"""Inference inputs and splits that would silently give wrong outputs: clashing output names, leaking test cases."""
+"""Inference inputs and splits: every format the datalist pairs is listed and read for inference; inputs that would
+silently give wrong outputs (clashing output names, leaking test cases) are refused."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from monai.data import MetaTensor
 from PIL import Image
 
-from pipeline.engine.data import inference_inputs, load_split
+from pipeline.data.datalist import build_datalist
+from pipeline.data.formats import IMAGE_2D_SUFFIXES, VOLUME_SUFFIXES
+from pipeline.data.readers import LoadClinicalImaged
+from pipeline.engine.cases import held_out, inference_inputs, load_split
 from pipeline.engine.inference import PredictionWriter
 from pipeline.errors import PipelineError
 
@@ -78,3 +84,55 @@ def test_names_that_cannot_be_told_apart_stop_before_anything_is_written():
         PipelineError, match=r"in/case1_png.tif: gives the same output name 'case1_png' as in/case1.png"
     ):
         case_names(["in/case1.png", "in/case1.jpg", "in/case1_png.tif"])
+
+
+def test_split_naming_a_missing_image_is_one_clear_error(synthetic_folder):
+    split = synthetic_folder / "split.json"
+    split.write_text(json.dumps({"training": [{"image": "images/a.png"}], "test": [{"image": "images/gone.png"}]}))
+    with pytest.raises(PipelineError, match="names image 'images/gone.png', which does not exist"):
+        load_split(synthetic_folder, split)
+
+
+def test_split_paths_are_resolved_against_the_dataset_folder(synthetic_folder):
+    split = synthetic_folder / "split.json"
+    (synthetic_folder / "images" / "b.png").write_bytes(b"")
+    split.write_text(json.dumps({"training": [{"image": "images/b.png"}], "test": [{"image": "images/a.png"}]}))
+    resolved = load_split(synthetic_folder, split)
+    assert resolved["training"][0]["image"] == str(synthetic_folder / "images" / "b.png")
+    assert held_out(resolved) == resolved["test"]
+
+
+def _volume(path: Path, array: np.ndarray) -> None:
+    image = sitk.GetImageFromArray(array)  # SimpleITK arrays are (z, y, x)
+    image.SetSpacing((0.5, 1.0, 2.0))
+    image.SetOrigin((1.0, 2.0, 3.0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+
+
+@pytest.mark.parametrize("suffix", VOLUME_SUFFIXES)
+def test_inference_reads_every_volume_format_the_datalist_pairs(tmp_path, suffix):
+    array = np.arange(60, dtype=np.int16).reshape(3, 4, 5)
+    _volume(tmp_path / "imagesTr" / f"case{suffix}", array)
+    _volume(tmp_path / "labelsTr" / f"case{suffix}", (array % 2).astype(np.uint8))
+    assert build_datalist(tmp_path)["training"] == [{"image": f"imagesTr/case{suffix}",
+                                                     "label": f"labelsTr/case{suffix}"}]
+    items = inference_inputs(tmp_path / "imagesTr")
+    assert [Path(item["image"]).name for item in items] == [f"case{suffix}"]
+    image = LoadClinicalImaged("image")(items[0])["image"]
+    assert np.array_equal(image[0].numpy(), np.transpose(array, (2, 1, 0))), "voxels in (x, y, z) order"
+    ras = np.array([[-0.5, 0, 0, -1.0], [0, -1.0, 0, -2.0], [0, 0, 2.0, 3.0], [0, 0, 0, 1]])
+    assert np.allclose(image.affine.numpy(), ras), "every volume format gives the same RAS affine"
+
+
+@pytest.mark.parametrize("suffix", IMAGE_2D_SUFFIXES)
+def test_inference_reads_every_2d_format_the_datalist_pairs(tmp_path, suffix):
+    frame = np.zeros((6, 8, 3), np.uint8)
+    frame[1:4, 2:6] = 200
+    for folder, array in (("images", frame), ("masks", np.where(frame[..., 0] > 0, 255, 0).astype(np.uint8))):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(array).save(tmp_path / folder / f"case{suffix}")
+    assert build_datalist(tmp_path)["training"] == [{"image": f"images/case{suffix}", "label": f"masks/case{suffix}"}]
+    items = inference_inputs(tmp_path / "images")
+    assert [Path(item["image"]).name for item in items] == [f"case{suffix}"]
+    assert LoadClinicalImaged("image")(items[0])["image"].shape == (3, 8, 6)

@@ -8,8 +8,8 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.models import build_backbone
-from pipeline.models.checkpoints import read_state_dict
 from pipeline.models.litemedsam import shipped_checkpoint
+from pipeline.models.pretrained import read_state_dict
 from tests.models.model_cases import SMALL_SAM
 
 

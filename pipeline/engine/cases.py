@@ -2,8 +2,10 @@
 
 A split file is MSD-style JSON with ``training`` / ``validation`` / ``test`` lists of ``{"image": ..., "label": ...}``
 whose paths are relative to the dataset folder (absolute paths also work). Without one, the folder is listed and
-split reproducibly by :mod:`pipeline.data` (the same split ``python -m pipeline split`` writes), so train, evaluate
-and inference agree on which cases are held out without passing a file around.
+split reproducibly by :func:`pipeline.data.splits.make_splits` (seed 0, all remaining cases for training, 20 % test,
+20 % of the rest for validation), so train, evaluate and inference agree on which cases are held out without passing
+a file around. That is not the split ``python -m pipeline split`` writes by default: its ``--val-fraction`` defaults
+to 0.0 (no validation cases); ``--fractions 1.0 --val-fraction 0.2`` writes this one.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pipeline.data.datalist import build_datalist, resolve_paths, write_json
+from pipeline.data.formats import IMAGE_SUFFIXES, has_suffix
 from pipeline.errors import PipelineError
 
 PARTS = ("training", "validation", "test")
-PATH_KEYS = ("image", "label")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nrrd"}
 
 
 def _read_split(split: str | Path) -> dict:
@@ -32,22 +34,10 @@ def _read_split(split: str | Path) -> dict:
 
 
 def _default_split(dataset_dir: Path) -> dict:
-    from pipeline.data.datalist import build_datalist
     from pipeline.data.splits import make_splits
 
     splits = make_splits(build_datalist(dataset_dir), seeds=[0], fractions=[1.0], test_fraction=0.2, val_fraction=0.2)
     return next(iter(splits.values()))
-
-
-def _resolve(item: dict, root: Path, source: str) -> dict:
-    resolved = dict(item)
-    for key in PATH_KEYS:
-        if isinstance(item.get(key), str):
-            path = Path(item[key]) if Path(item[key]).is_absolute() else root / item[key]
-            if not path.exists():
-                raise PipelineError(f"{source} names {key} {item[key]!r}, which does not exist under {root}")
-            resolved[key] = str(path)
-    return resolved
 
 
 def load_split(dataset_dir: str | Path, split: str | Path | None = None) -> dict[str, list[dict]]:
@@ -57,7 +47,7 @@ def load_split(dataset_dir: str | Path, split: str | Path | None = None) -> dict
         raise PipelineError(f"dataset_dir {root} is not a folder")
     payload = _read_split(split) if split else _default_split(root)
     source = f"split file {split}" if split else f"the default split of {root}"
-    resolved = {part: [_resolve(item, root, source) for item in payload.get(part, [])] for part in PARTS}
+    resolved = {part: resolve_paths(payload.get(part, []), root, source) for part in PARTS}
     _check_disjoint(resolved, payload, source)
     return resolved
 
@@ -87,8 +77,6 @@ def held_out(split: dict[str, list[dict]]) -> list[dict]:
 
 def save_split(split: dict[str, list[dict]], path: str | Path) -> str:
     """Write the split a run used next to its outputs, so evaluate/inference and a later reader can reuse it."""
-    from pipeline.data.datalist import write_json
-
     return str(write_json(split, path))
 
 
@@ -119,7 +107,7 @@ def _inference_cases(input, dataset_dir, split) -> list[dict]:
     if path.is_file():
         return [{"image": str(path)}]
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES or p.name.endswith(".nii.gz")]
+    images = [p for p in files if has_suffix(p, IMAGE_SUFFIXES)]
     if images:
         return [{"image": str(p)} for p in images]
     return [{"image": str(path)}]

@@ -27,15 +27,11 @@ import torch
 from ignite.engine import Engine, Events
 from monai.transforms import Randomizable, Transform
 
-from pipeline.engine.distributed import is_main_process
+from pipeline.engine.distributed import is_main_process, unwrap
 from pipeline.errors import PipelineError
 from pipeline.peft import atomic_save, save_adapter, trainable_state_dict
 
 RUN_RECORD = "run.json"
-
-
-def _inner(network: torch.nn.Module) -> torch.nn.Module:
-    return getattr(network, "module", network)
 
 
 class AdapterCheckpoint:
@@ -51,7 +47,7 @@ class AdapterCheckpoint:
     def __call__(self, engine: Engine) -> None:
         improved = engine.state.best_metric_epoch == engine.state.epoch
         if improved and is_main_process():
-            save_adapter(_inner(self.network), self.path)
+            save_adapter(self.network, self.path)
 
 
 def _numpy_state(generator) -> dict:
@@ -215,7 +211,7 @@ class ResumeState:
         state = {
             "epoch": engine.state.epoch,
             "trainer": dict(engine.state_dict()),
-            "network": trainable_state_dict(_inner(self.network)),
+            "network": trainable_state_dict(self.network),
             "optimizer": self.optimizer.state_dict(),
             "rng": rng_state(self._loader),
         }
@@ -261,13 +257,13 @@ class ResumeState:
             self._epoch_start = rng_state(self._loader)
             return
         state = read_resume_state(self.path)
-        own, saved = trainable_state_dict(_inner(self.network)), state["network"]
+        own, saved = trainable_state_dict(self.network), state["network"]
         if set(own) != set(saved) or any(own[name].shape != saved[name].shape for name in own):
             raise PipelineError(
                 f"resume state {self.path} was written by a run with other adapters or options than this one; "
                 "pass another --output_dir (or --overwrite true) to start afresh"
             )
-        _inner(self.network).load_state_dict(state["network"], strict=False)
+        unwrap(self.network).load_state_dict(state["network"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_scheduler is not None and "lr_scheduler" in state:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])

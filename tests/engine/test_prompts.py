@@ -1,0 +1,133 @@
+"""Box prompts from label maps (MedSAM protocol): tight at evaluation, widened by 0..jitter pixels in training;
+noise pixels dropped and one box per object from real-looking (synthetic) labels.
+
+The jitter tests catch the mutants the reproducibility test passes (all draws equal to the tight box) and ones that
+shift inwards, by the wrong amount or out of the image.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.engine.prompts import PromptBoxd, boxes_from_labels
+from pipeline.errors import PipelineError
+
+
+def _labels():
+    labels = torch.zeros(2, 1, 20, 30)
+    labels[0, 0, 3:8, 5:12] = 1  # rows 3..7, cols 5..11
+    labels[1, 0, 0:20, 25:30] = 2  # touches the image border
+    return labels
+
+
+def test_tight_boxes_are_inclusive_xyxy():
+    boxes = boxes_from_labels(_labels())
+    assert boxes.tolist() == [[5.0, 3.0, 11.0, 7.0], [25.0, 0.0, 29.0, 19.0]]
+
+
+def test_jitter_only_widens_and_stays_inside():
+    tight = boxes_from_labels(_labels())
+    widened = [boxes_from_labels(_labels(), jitter=3) for _ in range(20)]
+    for boxes in widened:
+        assert (boxes[:, :2] <= tight[:, :2]).all() and (boxes[:, 2:] >= tight[:, 2:]).all()
+        assert (tight[:, :2] - boxes[:, :2]).max() <= 3 and (boxes[:, 2:] - tight[:, 2:]).max() <= 3
+        assert boxes.min() >= 0 and (boxes[:, [0, 2]] <= 29).all() and (boxes[:, [1, 3]] <= 19).all()
+    assert len({tuple(boxes[0].tolist()) for boxes in widened}) > 1, "jitter must vary"
+
+
+def test_a_jitter_of_one_moves_each_side_by_zero_or_one_pixel_away_from_the_borders():
+    labels = torch.zeros(1, 20, 30)
+    labels[0, 8:12, 10:20] = 1  # rows 8..11, cols 10..19: far from every border, so nothing is clipped
+    generator = torch.Generator().manual_seed(0)
+    boxes = torch.cat([boxes_from_labels(labels, jitter=1, generator=generator) for _ in range(100)])
+    tight = torch.tensor([10.0, 8.0, 19.0, 11.0])
+    for side, outwards in enumerate((-1, -1, 1, 1)):
+        assert set((boxes[:, side] - tight[side]).mul(outwards).tolist()) == {0.0, 1.0}, f"side {side}"
+
+
+def test_empty_label_is_an_error():
+    labels = _labels()
+    labels[1] = 0
+    with pytest.raises(PipelineError, match="label 1 of the batch has no foreground"):
+        boxes_from_labels(labels)
+
+
+def synthetic_label() -> torch.Tensor:
+    label = torch.zeros(1, 40, 60)
+    label[0, 0, 0] = 1  # a JPEG-noise pixel
+    label[0, 10:20, 30:50] = 1  # object 1: rows 10-19, columns 30-49
+    label[0, 25:35, 5:15] = 1  # object 2
+    return label
+
+
+def test_noise_pixels_are_dropped_and_each_object_gets_its_own_box():
+    label = synthetic_label()
+    union = PromptBoxd(min_pixels=4)({"label": label})["box"]
+    assert union.tolist() == [5.0, 10.0, 49.0, 34.0]
+    noisy = PromptBoxd()({"label": label})["box"]
+    assert noisy.tolist()[:2] == [0.0, 0.0], "without min_pixels the stray pixel stretches the box"
+    boxes = PromptBoxd(min_pixels=4, per_object=True)({"label": label})["box"]
+    assert boxes.tolist() == [[30.0, 10.0, 49.0, 19.0], [5.0, 25.0, 14.0, 34.0]], "one box per object, raster order"
+
+
+def test_jittered_box_is_reproducible_for_a_seed_and_tight_without_jitter():
+    label = torch.zeros(1, 20, 30)
+    label[0, 3:8, 5:12] = 1
+    first = PromptBoxd(jitter=4).set_random_state(7)({"label": label})
+    second = PromptBoxd(jitter=4).set_random_state(7)({"label": label})
+    assert torch.equal(first["box"], second["box"]) and first["box"].shape == (4,)
+    assert PromptBoxd()({"label": label})["box"].tolist() == [5.0, 3.0, 11.0, 7.0]
+
+
+def test_an_empty_label_names_its_file_instead_of_giving_a_box():
+    from monai.data import MetaTensor
+
+
+    label = MetaTensor(torch.zeros(1, 20, 30), meta={"filename_or_obj": "masks/frame_without_polyp.png"})
+    with pytest.raises(PipelineError, match=r"masks/frame_without_polyp.png: the label is empty, so no box prompt"):
+        PromptBoxd()({"label": label})
+    assert "box" not in PromptBoxd(prompt="none")({"label": label}), "prompt-free runs take empty labels"
+
+
+def test_without_a_label_the_whole_image_is_the_box_and_prompt_free_items_pass_through():
+    image = torch.zeros(3, 40, 60)
+    assert PromptBoxd()({"image": image})["box"].tolist() == [0.0, 0.0, 59.0, 39.0]
+    assert PromptBoxd(per_object=True)({"image": image})["box"].tolist() == [[0.0, 0.0, 59.0, 39.0]]
+    item = {"image": image, "label": synthetic_label()}
+    out = PromptBoxd(prompt="none")(item)
+    assert out.keys() == item.keys() and out["label"] is item["label"], "prompt-free models get no box key"
+
+
+HEIGHT, WIDTH, JITTER = 20, 30, 4
+TIGHT = (2, 1, 27, 12)  # x0, y0, x1, y1: near the left, top and right edges, so clipping shows on three sides
+
+
+def draws(count: int = 200, per_object: bool = False) -> torch.Tensor:
+    label = torch.zeros(1, HEIGHT, WIDTH)
+    x0, y0, x1, y1 = TIGHT
+    label[0, y0 : y1 + 1, x0 : x1 + 1] = 1
+    transform = PromptBoxd(jitter=JITTER, per_object=per_object).set_random_state(0)
+    return torch.stack([transform({"label": label})["box"].reshape(4) for _ in range(count)])
+
+
+def test_jitter_changes_the_box_between_draws():
+    boxes = draws()
+    tight = torch.tensor(TIGHT, dtype=torch.float32)
+    assert not bool((boxes == tight).all(dim=1).all()), "jitter > 0 must not always give the tight box"
+    assert len({tuple(box.tolist()) for box in boxes}) > 10
+    assert len({tuple(box.tolist()) for box in draws(20, per_object=True)}) > 1, "per-object boxes are jittered too"
+
+
+def test_jitter_moves_each_side_outwards_within_bounds_and_clips_to_the_image():
+    boxes = draws()
+    x0, y0, x1, y1 = TIGHT
+    ranges = [  # every value each side may take: outwards by 0..JITTER, clipped to the image
+        set(range(max(x0 - JITTER, 0), x0 + 1)),
+        set(range(max(y0 - JITTER, 0), y0 + 1)),
+        set(range(x1, min(x1 + JITTER, WIDTH - 1) + 1)),
+        set(range(y1, min(y1 + JITTER, HEIGHT - 1) + 1)),
+    ]
+    for side, allowed in enumerate(ranges):
+        seen = {int(value) for value in boxes[:, side].tolist()}
+        assert seen == allowed, f"side {side}: drew {sorted(seen)}, the jitter allows exactly {sorted(allowed)}"
