@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
-from pipeline.engine.distributed import is_main_process
+from pipeline.engine.distributed import is_main_process, unwrap
 from pipeline.peft.checkpoint import atomic_write
 
 TRAINING_RECORD = "training.json"
@@ -45,7 +45,7 @@ class TrainingRecord:
 
     def _start(self, engine: Engine) -> None:
         """Begin a record, or continue the one of the run this one resumes (its epochs up to the resumed epoch)."""
-        inner = getattr(self.network, "module", self.network)
+        inner = unwrap(self.network)
         loader = engine.state.dataloader
         previous = json.loads(self.path.read_text()) if self.path.is_file() and engine.state.epoch > 0 else {}
         curves = [entry for entry in previous.get("curves", []) if entry["epoch"] <= engine.state.epoch]

@@ -17,13 +17,16 @@ from pipeline.errors import PipelineError
 
 
 def out_channels(num_classes: int, prompt: str = "none") -> int:
-    """The network's logit channels for ``num_classes`` classes (background included) under ``prompt``."""
-    if prompt != "box":
-        return num_classes
-    if num_classes != 2:
+    """The network's logit channels for ``num_classes`` classes (background included) under ``prompt``.
+
+    ``"box"``: one object per box, so exactly two classes and one sigmoid map. ``"text"`` (CLIPSeg): one map per
+    text prompt, so one prompt is one sigmoid map and K prompts are K + 1 softmax maps (background included).
+    ``"none"``: one softmax map per class.
+    """
+    if prompt == "box" and num_classes != 2:
         raise PipelineError(f"prompt box segments the one object in each box, so num_classes must be 2 (background "
                             f"and the object), got {num_classes} (--num_classes); use --prompt none for more classes")
-    return 1
+    return 1 if prompt in ("box", "text") and num_classes == 2 else num_classes
 
 
 def prompt_inputs(prompt: str) -> dict[str, str]:

@@ -15,6 +15,10 @@ def test_prompt_free_networks_have_one_channel_per_class_and_box_prompted_ones_o
     assert out_channels(2, prompt="box") == 1
 
 
+def test_text_prompts_give_one_sigmoid_map_for_one_prompt_and_a_softmax_map_per_class_for_more():
+    assert [out_channels(n, prompt="text") for n in (2, 3, 5)] == [1, 3, 5]
+
+
 def test_a_box_prompt_with_more_than_two_classes_is_refused_before_anything_is_built():
     with pytest.raises(PipelineError, match=r"num_classes must be 2 .* got 3 \(--num_classes\)"):
         out_channels(3, prompt="box")
