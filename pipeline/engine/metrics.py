@@ -28,6 +28,7 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU, SurfaceD
 from monai.networks.utils import one_hot
 from scipy import stats
 
+from pipeline.data.formats import IMAGE_2D_SUFFIXES, has_suffix
 from pipeline.engine.distributed import is_main_process
 from pipeline.errors import PipelineError
 
@@ -46,9 +47,7 @@ def _spacing(label: torch.Tensor, spatial_dims: int) -> list[float]:
 def distance_unit(case: str) -> str:
     """``"pixel"`` for a case read from a photographic 2D format (PNG, JPEG, ...: no physical spacing, so HD95 is
     in pixels), ``"mm"`` otherwise (NIfTI, DICOM, NRRD carry their spacing)."""
-    from pipeline.data.datalist import IMAGE_2D
-
-    return "pixel" if any(str(case).lower().endswith(suffix) for suffix in IMAGE_2D) else "mm"
+    return "pixel" if has_suffix(case, IMAGE_2D_SUFFIXES) else "mm"
 
 
 def _case_id(item: dict, key: str) -> str:

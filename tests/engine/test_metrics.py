@@ -15,7 +15,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 
-from pipeline.engine.metrics import METRICS, CaseMetrics, score_case, summarise
+from pipeline.engine.metrics import METRICS, CaseMetrics, distance_unit, score_case, summarise
 from pipeline.errors import PipelineError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,9 +71,15 @@ def test_rows_and_summary_of_a_hand_made_case(tmp_path):
 
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["cases"] == 2 and summary["nsd_tolerance_mm"] == 2.0
+    assert summary["distance_unit"] == "mm", "cases without a photographic file suffix carry their spacing"
     assert summary["a"]["dice"]["mean"] == pytest.approx((50 / 55 + 1) / 2)
     assert summary["b"]["dice"]["mean"] == pytest.approx(0.5)
     assert summary["b"]["hd95"] | {"ci95": None} == {"n": 1, "non_finite": 1, "mean": 0.0, "std": 0.0, "ci95": None}
+
+
+def test_distance_unit_is_pixels_for_photographic_formats_only():
+    assert [distance_unit(name) for name in ("a/frame.JPG", "mask.png", "ct.nii.gz", "series/1.dcm")] == [
+        "pixel", "pixel", "mm", "mm"]
 
 
 def _random_cases(count: int = 6) -> list[dict]:

@@ -86,7 +86,8 @@ def test_prompt_errors():
         model(torch.rand(2, 3, 32, 32))
     with pytest.raises(PipelineError, match="unknown backbone 'sam'"):
         build_backbone("sam")
-    assert set(BACKBONES) == {"litemedsam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "medsam_vit_b", "swin_unetr", "clipseg"}
+    assert set(BACKBONES) == {"litemedsam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "medsam_vit_b", "swin_unetr",
+                              "clipseg"}
 
 
 def test_metatensor_batch_keeps_its_transform_trace_through_the_cached_network():
