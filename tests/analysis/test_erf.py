@@ -50,15 +50,66 @@ def test_bad_fraction_and_no_images_are_clear_errors():
 
 @pytest.mark.slow
 def test_command_on_litemedsam_with_synthetic_images(tmp_path):
+    """Frozen and DKA-adapted side by side, in one JSON and one figure."""
+    from pipeline.data.demo_data import make_synthetic_kvasir
+    from pipeline.models import build_backbone
+    from pipeline.peft import apply_peft, save_adapter
+
+    make_synthetic_kvasir(tmp_path / "synthetic", n=1)
+    torch.manual_seed(0)
+    adapted = build_backbone("litemedsam", prompt="none", num_classes=3)  # another head: only the encoder counts
+    apply_peft(adapted, "dka", layers="middle", init="default")
+    save_adapter(adapted, tmp_path / "dka.pt")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "erf", str(tmp_path / "synthetic" / "images"), "--count", "1",
+         "--adapter", f"large kernels={tmp_path / 'dka.pt'}", "-o", str(tmp_path / "erf.json"),
+         "--png", str(tmp_path / "erf.png")],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    measured = json.loads((tmp_path / "erf.json").read_text())
+    frozen, dka = measured["encoders"]
+    assert (frozen["label"], frozen["adapter"], dka["label"]) == ("frozen", None, "large kernels")
+    for ratios in (frozen, dka):
+        assert 0 < ratios["t=0.2"] < ratios["t=0.5"] <= ratios["t=0.99"] <= 1
+    assert measured["input_shape"] == [256, 256]
+    assert (tmp_path / "erf.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_the_measured_encoder_is_the_adapted_one_whatever_head_it_was_trained_with(tmp_path):
+    from pipeline.analysis.commands.erf import load_encoder_adapter
+    from pipeline.models import build_backbone
+    from pipeline.peft import apply_peft, save_adapter
+
+    torch.manual_seed(0)
+    adapted = build_backbone("litemedsam", prompt="none", num_classes=3)
+    apply_peft(adapted, "dka", layers="middle", init="default")
+    with torch.no_grad():  # trained-looking weights: far from the initial ones
+        for name, parameter in adapted.named_parameters():
+            if parameter.requires_grad and name.startswith("image_encoder."):
+                parameter.normal_(0, 0.2)
+    save_adapter(adapted, tmp_path / "dka.pt")
+    measured, frozen = build_backbone("litemedsam"), build_backbone("litemedsam")
+    assert load_encoder_adapter(measured, tmp_path / "dka.pt") == "dka"
+    image = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        expected = adapted.eval().image_encoder(image)
+        assert torch.allclose(measured.eval().image_encoder(image), expected, atol=1e-5)
+        assert not torch.allclose(frozen.eval().image_encoder(image), expected, atol=1e-2)
+
+
+@pytest.mark.slow
+def test_an_adapter_for_another_backbone_is_one_line(tmp_path):
     from pipeline.data.demo_data import make_synthetic_kvasir
 
     make_synthetic_kvasir(tmp_path / "synthetic", n=1)
+    torch.save({"format": "pipeline-adapter/1", "backbone": "sam_vit_b", "method": "dka", "layers": "middle",
+                "options": {}, "state_dict": {}}, tmp_path / "other.pt")
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "erf", str(tmp_path / "synthetic" / "images"), "--count", "1",
-         "-o", str(tmp_path / "erf.json"), "--png", str(tmp_path / "erf.png")],
+        [sys.executable, "-m", "pipeline", "erf", str(tmp_path / "synthetic" / "images"), "--adapter",
+         str(tmp_path / "other.pt"), "-o", str(tmp_path / "erf.json")],
         capture_output=True, text=True, timeout=600,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    ratios = json.loads((tmp_path / "erf.json").read_text())
-    assert 0 < ratios["t=0.2"] < ratios["t=0.5"] <= ratios["t=0.99"] <= 1
-    assert ratios["input_shape"] == [256, 256] and (tmp_path / "erf.png").stat().st_size > 0
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'other.pt'} was made for backbone 'sam_vit_b', not 'litemedsam'"]
