@@ -181,11 +181,17 @@ def pipeline_error_in(error: BaseException) -> PipelineError | None:
 
 
 class Preprocessing(Compose):
-    """``Compose`` that lets a PipelineError from any of its transforms through unwrapped, so users see one line."""
+    """``Compose`` that lets a PipelineError from any of its transforms through unwrapped, so users see one line.
+
+    Nested chains (a preset inside a bundle's preprocessing) are inlined. MONAI's ``CacheDataset`` caches the
+    results of the leading transforms up to the first random one, and it looks only at the top level, where any
+    ``Compose`` counts as random: a preset nested as one element meant that nothing was cached, so every image was
+    decoded and resized again at every epoch and every validation round.
+    """
 
     def __init__(self, transforms: Sequence, **kwargs):
         kwargs.setdefault("log_stats", False)
-        super().__init__(transforms, **kwargs)
+        super().__init__(_inlined(transforms, kwargs.get("map_items", True)), **kwargs)
 
     def __call__(self, input_, *args, **kwargs):
         try:
@@ -195,6 +201,18 @@ class Preprocessing(Compose):
             if cause is None:
                 raise
             raise cause from None
+
+
+def _inlined(transforms, map_items) -> list:
+    """``transforms`` with every nested plain ``Compose`` or :class:`Preprocessing` of the same ``map_items``
+    replaced by its transforms (as ``Compose.flatten`` does for plain ``Compose`` only)."""
+    flat = []
+    for transform in transforms if isinstance(transforms, Sequence) else [transforms]:
+        if type(transform) in (Compose, Preprocessing) and transform.map_items == map_items:
+            flat += _inlined(transform.transforms, map_items)
+        else:
+            flat.append(transform)
+    return flat
 
 
 def _loading(keys: Sequence[str], binarise: float | None, remap: Mapping[int, int] | None, num_classes: int | None,

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from monai.data import ImageReader, NibabelReader, NrrdReader, PILReader
-from monai.transforms import LoadImaged
+from monai.transforms import LoadImaged, Transform
 
 from pipeline.data.converters import to_colour, to_grayscale
 from pipeline.data.formats import DICOM_SUFFIXES, IMAGE_2D_SUFFIXES, METAIMAGE_SUFFIXES, has_suffix
@@ -388,11 +388,12 @@ class LoadClinicalImaged(LoadImaged):
         return loaded
 
 
-class LoadLabeld:
+class LoadLabeld(Transform):
     """Load labels whatever their format: DICOM-SEG files (known by content, so extensionless ones too) onto the
     loaded image's series, other files as images.
 
-    Masks stored as PNG/JPG are read as one grey channel.
+    Masks stored as PNG/JPG are read as one grey channel. A MONAI ``Transform``, so ``CacheDataset`` caches past it
+    (it stops at the first step that is not one).
     """
 
     def __init__(self, keys: str = "label", image_key: str = "image"):

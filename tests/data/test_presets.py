@@ -8,7 +8,15 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from pipeline.data.presets import BinariseLabeld, RemapLabeld, ValidateImageLabeld, mr_percentile, preset, rgb_endoscopy
+from pipeline.data.presets import (
+    BinariseLabeld,
+    Preprocessing,
+    RemapLabeld,
+    ValidateImageLabeld,
+    mr_percentile,
+    preset,
+    rgb_endoscopy,
+)
 from pipeline.errors import PipelineError
 
 
@@ -20,6 +28,25 @@ def test_rgb_endoscopy_on_kvasir(shared_data):
     assert data["image"].shape[0] == 3 and data["label"].shape == (1, *data["image"].shape[1:])
     assert set(torch.unique(data["label"]).tolist()) == {0.0, 1.0}
     assert 0.0 <= float(data["image"].min()) and float(data["image"].max()) == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.real_data
+def test_a_cache_dataset_keeps_everything_before_the_first_random_transform(shared_data):
+    """A preset nested in a bundle's chain is inlined, so MONAI's CacheDataset caches the decoded, resized image
+    and re-runs only the random tail (here a flip) at each access."""
+    from monai.data import CacheDataset
+    from monai.transforms import Compose, RandFlipd, Resized
+
+    root = shared_data / "kvasir_seg"
+    name = "cju0qkwl35piu0993l0dewei2.jpg"
+    chain = Preprocessing([rgb_endoscopy(), Compose([Resized(["image", "label"], (64, 64))]),
+                           RandFlipd(["image", "label"], prob=1.0, spatial_axis=0)])
+    assert [type(t).__name__ for t in chain.transforms][-2:] == ["Resized", "RandFlipd"]
+    case = {"image": str(root / "images" / name), "label": str(root / "masks" / name)}
+    dataset = CacheDataset([case], transform=chain, cache_rate=1.0, progress=False)
+    cached = dataset._cache[0]
+    assert cached["image"].shape == (3, 64, 64), "the cache holds the decoded and resized image"
+    assert torch.equal(dataset[0]["image"], torch.flip(cached["image"], dims=[1])), "only the flip runs again"
 
 
 @pytest.mark.real_data
