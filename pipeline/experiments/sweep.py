@@ -26,7 +26,7 @@ import yaml
 from pipeline.engine.bundle_run import bundle_command
 from pipeline.engine.record import TRAINING_RECORD
 from pipeline.errors import PipelineError
-from pipeline.experiments.report import CURVE_FIELDS, RESULT_FIELDS, write_rows
+from pipeline.experiments.report import CURVE_FIELDS, RESULT_FIELDS, render, write_rows
 
 
 @dataclass
@@ -109,6 +109,7 @@ def budget(sweep: Sweep, n_train: int, batch_size: int) -> dict:
 
 
 def _bundle_default(sweep: Sweep, key: str):
+    """``key``'s value in every run of ``sweep``: the sweep's override, else the bundle's ``train.json``."""
     configs = Path(sweep.bundle) / "configs"
     return sweep.overrides.get(key, json.loads((configs / "train.json").read_text()).get(key))
 
@@ -181,7 +182,7 @@ def collect(sweep: Sweep, splits: dict[str, Path]) -> tuple[list[dict], list[dic
     rows, curves = [], []
     for method in sweep.methods:
         chosen = variant(sweep, method)
-        layers = chosen.settings.get("layers", sweep.overrides.get("layers", _bundle_default(sweep, "layers")))
+        layers = chosen.settings.get("layers", _bundle_default(sweep, "layers"))
         for name, path in splits.items():
             run_dir = Path(sweep.output) / "runs" / method / name
             summary_path = run_dir / "eval" / "summary.json"
@@ -212,8 +213,6 @@ def collect(sweep: Sweep, splits: dict[str, Path]) -> tuple[list[dict], list[dic
 
 def write_results(sweep: Sweep, rows: list[dict], curves: list[dict]) -> list[Path]:
     """``results.csv`` and ``curves.csv`` under the sweep's output, then the report rendered from them."""
-    from pipeline.experiments.report import render
-
     output = Path(sweep.output)
     write_rows(curves, output / "curves.csv", CURVE_FIELDS)
     results = write_rows(rows, output / "results.csv", RESULT_FIELDS)
