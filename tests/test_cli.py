@@ -147,7 +147,8 @@ def test_predict_finds_the_bundle_its_checkpoint_names_and_runs_its_inference_co
     assert cli.main(["predict", "-m", str(tmp_path / "gone.pt"), "-i", "x", "-o", "y"]) == cli.EXIT_BAD_INPUT
     assert capsys.readouterr().err == f"error: model {tmp_path / 'gone.pt'} does not exist (-m/--model)\n"
     assert cli.main(["predict", "-m", str(old), "-i", "x", "-o", "y"]) == cli.EXIT_BAD_INPUT
-    assert "does not name the bundle it was trained with (an older checkpoint): pass --bundle" in capsys.readouterr().err
+    assert "does not name the bundle it was trained with (an older checkpoint): pass --bundle" in (
+        capsys.readouterr().err)
     seen = []
     monkeypatch.setattr("pipeline.engine.commands.run.run", lambda args: seen.append(args.argv) or 0)
     assert cli.main(["predict", "-m", str(named), "-i", "in.jpg", "-o", "out", "--box", "1,2,3,4"]) == 0

@@ -106,7 +106,7 @@ def write_overlay_png(image, label, path: str | Path, alpha: float = 0.45, boxes
 
 def write_prediction(
     label, reference, output_dir: str | Path, name: str, labels: Mapping[int, str] | None = None,
-    boxes=None, objects=None,
+    boxes=None, objects=None, segment_codes: Mapping | None = None,
 ) -> list[Path]:
     """Write ``label`` in the formats that suit the image it was predicted on; returns the files written.
 
@@ -119,6 +119,7 @@ def write_prediction(
         labels: ``{value: name}`` for DICOM-SEG segment labels.
         boxes: the 2D box prompts ``(K, 4)`` in the reference's pixel coordinates, drawn on the overlay.
         objects: with K > 1 boxes, each box's own mask ``(K, x, y)``, written as ``<name>_object<k>_mask.png``.
+        segment_codes: DICOM-SEG property codes per segment name (:func:`pipeline.data.dicom_seg.segment_property`).
     """
     from pipeline.data.dicom_seg import write_dicom_seg
     from pipeline.data.readers import find_dicom_series
@@ -149,5 +150,6 @@ def write_prediction(
             )
         # read already
         series = find_dicom_series(meta["filename_or_obj"], meta["series_instance_uid"], allow_gaps=True)
-        written.append(write_dicom_seg(np.rint(label).astype(np.int64), series, output_dir / f"{name}_seg.dcm", labels))
+        written.append(write_dicom_seg(np.rint(label).astype(np.int64), series, output_dir / f"{name}_seg.dcm", labels,
+                                       segment_codes=segment_codes))
     return written
