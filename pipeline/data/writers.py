@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 
-__all__ = ["write_nifti", "write_overlay_png", "write_png_mask", "write_prediction"]
+__all__ = ["overlay_rgb", "write_nifti", "write_overlay_png", "write_png_mask", "write_prediction"]
 
 OVERLAY_COLOURS = np.array(
     [[0, 0, 0], [0, 255, 0], [255, 200, 0], [64, 128, 255], [255, 0, 255], [0, 220, 220], [255, 64, 64]], dtype=np.uint8
@@ -70,8 +70,8 @@ def write_png_mask(label, path: str | Path) -> Path:
     return path
 
 
-def write_overlay_png(image, label, path: str | Path, alpha: float = 0.45, boxes=None) -> Path:
-    """The image with each label value tinted and outlined, for a quick visual check, and the ``boxes``
+def overlay_rgb(image, label, alpha: float = 0.45, boxes=None) -> np.ndarray:
+    """The image with each label value tinted and outlined, as an ``(y, x, 3)`` uint8 array, and the ``boxes``
     ``(K, 4)`` ``(x0, y0, x1, y1)`` that prompted it drawn in yellow.
 
     ``image`` is ``(C, x, y)`` or ``(x, y)``. Class 1 is green because endoscopy and most MR/CT renderings are red
@@ -92,15 +92,22 @@ def write_overlay_png(image, label, path: str | Path, alpha: float = 0.45, boxes
     tinted = np.where(label[..., None] > 0, (1 - alpha) * rgb + alpha * colours, rgb)
     outline = (label > 0) & ~ndimage.binary_erosion(label > 0, iterations=2)
     tinted[outline] = colours[outline]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     picture = Image.fromarray(np.clip(tinted, 0, 255).astype(np.uint8))
     if boxes is not None:
         draw = ImageDraw.Draw(picture)
         width = max(1, round(max(picture.size) / 300))
         for box in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
             draw.rectangle([float(v) for v in box], outline=BOX_COLOUR, width=width)
-    picture.save(path)
+    return np.asarray(picture)
+
+
+def write_overlay_png(image, label, path: str | Path, alpha: float = 0.45, boxes=None) -> Path:
+    """:func:`overlay_rgb` as a PNG file, for a quick visual check of a prediction."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(overlay_rgb(image, label, alpha, boxes)).save(path)
     return path
 
 

@@ -46,9 +46,9 @@ def _spacing(label: torch.Tensor, spatial_dims: int) -> list[float]:
 def distance_unit(case: str) -> str:
     """``"pixel"`` for a case read from a photographic 2D format (PNG, JPEG, ...: no physical spacing, so HD95 is
     in pixels), ``"mm"`` otherwise (NIfTI, DICOM, NRRD carry their spacing)."""
-    from pipeline.data.datalist import IMAGE_2D
+    from pipeline.data.formats import IMAGE_2D_SUFFIXES, has_suffix
 
-    return "pixel" if any(str(case).lower().endswith(suffix) for suffix in IMAGE_2D) else "mm"
+    return "pixel" if has_suffix(case, IMAGE_2D_SUFFIXES) else "mm"
 
 
 def _case_id(item: dict, key: str) -> str:
