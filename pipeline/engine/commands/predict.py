@@ -54,9 +54,14 @@ def bundle_folder(model: Path, given: str | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.engine.commands import run as bundle_run
+    from pipeline.engine.model_card import stored_settings
 
     model = Path(args.model)
     configs = bundle_folder(model, args.bundle) / "configs"
+    prompt = stored_settings(model).get("prompt", "box")  # an older checkpoint: the bundle's own check decides
+    if (args.box or args.prompts or args.whole_image_box) and prompt != "box":
+        raise PipelineError(f"{model} is not box-prompted (prompt {prompt!r}): drop --box, --prompts and "
+                            "--whole_image_box")
     words = [str(configs / "train.json"), "inference", "--input", args.input, "--network_def#adapter", str(model),
              "--output_dir", args.output, "--prediction_dir", args.output]
     for key in ("box", "prompts"):
