@@ -143,7 +143,13 @@ class PromptBoxd(Randomizable, MapTransform):
         self.randomize()  # drawn for label-less items too, so a dataset's box sequence does not depend on them
         labels = [out[key] for key in self.key_iterator(out)]
         if self.mask_key in out:
-            boxes = boxes_from_labels(torch.as_tensor(out.pop(self.mask_key)))
+            masks = torch.as_tensor(out.pop(self.mask_key))
+            lost = [k for k, mask in enumerate(masks) if not bool(mask.any())]
+            if lost:
+                name = (getattr(out[self.image_key], "meta", None) or {}).get("filename_or_obj", "an image")
+                raise PipelineError(f"{name}: box {lost[0] + 1} is narrower than one pixel of the model's input once "
+                                    "the image is resized; draw it larger")
+            boxes = boxes_from_labels(masks)
             out[self.box_key] = boxes if self.prompter.per_object or len(boxes) > 1 else boxes[0]
         elif labels:
             out[self.box_key] = self.prompter(labels[0], randomize=False)

@@ -160,6 +160,11 @@ def test_user_boxes_reach_the_model_grid_through_the_image_s_own_resizing_and_ax
     # scaled by 50/200 with x kept as x; y0 = 10 -> 2.5 lands on the first whole pixel inside, 3
     assert out["box"].tolist() == [[5.0, 3.0, 29.0, 14.0], [25.0, 10.0, 44.0, 24.0]]
     assert out["prompt_boxes"].tolist() == [[20.0, 10.0, 119.0, 59.0], [100.0, 40.0, 179.0, 99.0]], "kept for drawing"
+    tiny = MetaTensor(torch.zeros(3, 200, 100), meta={"filename_or_obj": "wide.jpg"})
+    with pytest.raises(RuntimeError) as raised:  # Compose wraps it; python -m pipeline run prints the cause alone
+        chain({"image": tiny, "prompt_boxes": [[20, 10, 119, 59], [101, 41, 102, 42]]})
+    assert isinstance(raised.value.__cause__, PipelineError)
+    assert str(raised.value.__cause__).startswith("wide.jpg: box 2 is narrower than one pixel of the model's input")
 
 
 def test_a_box_outside_the_image_names_the_file_and_a_side_past_the_border_is_cut():
