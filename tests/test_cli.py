@@ -129,3 +129,34 @@ def test_verbose_is_taken_off_the_line_and_passed_on(monkeypatch):
     with pytest.raises(SystemExit):
         cli.main(["methods", "--verbose", "--help"])
     assert os.environ.pop("PIPELINE_VERBOSE") == "1"
+
+
+def test_predict_finds_the_bundle_its_checkpoint_names_and_runs_its_inference_config(monkeypatch, tmp_path, capsys):
+    """``predict`` is the bundle's train.json + inference.json through ``run``, with the model and folders as
+    overrides; a checkpoint that does not name its bundle (older ones) asks for ``--bundle`` in one line."""
+    import torch
+
+    from pipeline.engine.commands import predict
+    from pipeline.peft import apply_peft, save_adapter
+    from tests.peft.backbones import SamViT
+
+    model = SamViT()
+    apply_peft(model, "bitfit")
+    old = save_adapter(model, tmp_path / "old.pt")
+    named = save_adapter(model, tmp_path / "model.pt", settings={"bundle_name": "litemedsam_dka_polyp"})
+    assert cli.main(["predict", "-m", str(tmp_path / "gone.pt"), "-i", "x", "-o", "y"]) == cli.EXIT_BAD_INPUT
+    assert capsys.readouterr().err == f"error: model {tmp_path / 'gone.pt'} does not exist (-m/--model)\n"
+    assert cli.main(["predict", "-m", str(old), "-i", "x", "-o", "y"]) == cli.EXIT_BAD_INPUT
+    assert "does not name the bundle it was trained with (an older checkpoint): pass --bundle" in (
+        capsys.readouterr().err)
+    seen = []
+    monkeypatch.setattr("pipeline.engine.commands.run.run", lambda args: seen.append(args.argv) or 0)
+    assert cli.main(["predict", "-m", str(named), "-i", "in.jpg", "-o", "out", "--box", "1,2,3,4"]) == 0
+    configs = predict.BUNDLES / "litemedsam_dka_polyp" / "configs"
+    assert seen == [[str(configs / "train.json"), "inference", "--input", "in.jpg", "--network_def#adapter",
+                     str(named), "--output_dir", "out", "--prediction_dir", "out", "--box", "1,2,3,4"]]
+    assert torch.load(named, weights_only=True)["settings"] == {"bundle_name": "litemedsam_dka_polyp"}
+    free = save_adapter(model, tmp_path / "free.pt", settings={"bundle_name": "medsam_dka_ct", "prompt": "none"})
+    assert cli.main(["predict", "-m", str(free), "-i", "ct", "-o", "out", "--box", "1,2,3,4"]) == cli.EXIT_BAD_INPUT
+    assert f"error: {free} is not box-prompted (prompt 'none'): drop --box" in capsys.readouterr().err
+    assert len(seen) == 1

@@ -17,7 +17,30 @@ import numpy as np
 from pipeline.data.readers import DicomSeries, find_dicom_series
 from pipeline.errors import PipelineError
 
-__all__ = ["LoadDicomSegd", "read_dicom_seg", "referenced_series_uid", "write_dicom_seg"]
+__all__ = ["LoadDicomSegd", "read_dicom_seg", "referenced_series_uid", "segment_property", "write_dicom_seg"]
+
+# SNOMED CT codes for the structures this project's bundles segment, by class name: (category, type), each as
+# (code value, meaning). Viewers and PACS read the type, not the free-text label, to know what a segment is.
+_ANATOMY = ("91723000", "Anatomical Structure")
+_ABNORMAL = ("49755003", "Morphologically Abnormal Structure")
+SEGMENT_PROPERTIES = {
+    "polyp": (_ABNORMAL, ("41329004", "Polyp")),
+    "tumour": (_ABNORMAL, ("108369006", "Neoplasm")),
+    "tumor": (_ABNORMAL, ("108369006", "Neoplasm")),
+    "neoplasm": (_ABNORMAL, ("108369006", "Neoplasm")),
+    "lesion": (_ABNORMAL, ("52988006", "Lesion")),
+    "mass": (_ABNORMAL, ("4147007", "Mass")),
+    "liver": (_ANATOMY, ("10200004", "Liver")),
+    "hippocampus": (_ANATOMY, ("5366008", "Hippocampus")),
+    "kidney": (_ANATOMY, ("64033007", "Kidney")),
+    "spleen": (_ANATOMY, ("78961009", "Spleen")),
+    "pancreas": (_ANATOMY, ("15776009", "Pancreas")),
+    "prostate": (_ANATOMY, ("41216001", "Prostate")),
+    "brain": (_ANATOMY, ("12738006", "Brain")),
+    "heart": (_ANATOMY, ("80891009", "Heart")),
+    "lung": (_ANATOMY, ("39607008", "Lung")),
+}
+_TISSUE = (("85756007", "Tissue"), ("85756007", "Tissue"))
 
 
 def _segread(path: Path):
@@ -148,16 +171,51 @@ class LoadDicomSegd:
         return d
 
 
+def _code(value, where: str):
+    """A SNOMED CT code from ``(value, meaning)`` or ``"value:meaning"`` (scheme SCT), or ``"SCHEME:value:meaning"``."""
+    from highdicom.sr import CodedConcept
+
+    parts = value.split(":", 2) if isinstance(value, str) else list(value)
+    if len(parts) == 2:
+        parts = ["SCT", *parts]
+    if len(parts) != 3 or not all(str(part).strip() for part in parts):
+        raise PipelineError(f"{where}: a code is 'value:meaning' (SNOMED CT) or 'SCHEME:value:meaning', got {value!r}")
+    scheme, code, meaning = (str(part).strip() for part in parts)
+    return CodedConcept(code, scheme, meaning)
+
+
+def segment_property(name: str, codes: Mapping | None = None):
+    """The segmented property (category, type) of a segment called ``name``, as highdicom codes.
+
+    ``codes`` maps class names to ``{"category": code, "type": code}`` (codes as :func:`_code` reads them) and takes
+    precedence; then :data:`SEGMENT_PROPERTIES` by the name or one of its words ("anterior hippocampus"); else
+    SNOMED's generic "Tissue", which says nothing about what was segmented.
+    """
+    given = dict(codes or {}).get(name)
+    if given is not None:
+        if not isinstance(given, Mapping) or not {"category", "type"} <= set(given):
+            raise PipelineError(f"segment codes for {name!r} must be {{'category': ..., 'type': ...}}, got {given!r}")
+        where = f"segment codes for {name!r}"
+        return _code(given["category"], where), _code(given["type"], where)
+    words = str(name).lower().replace("_", " ").replace("-", " ").split()
+    key = next((k for k in [" ".join(words), *words] if k in SEGMENT_PROPERTIES), None)
+    category, kind = SEGMENT_PROPERTIES.get(key, _TISSUE)
+    return _code(category, name), _code(kind, name)
+
+
 def write_dicom_seg(
     label: np.ndarray,
     series: DicomSeries | str | Path,
     path: str | Path,
     labels: Mapping[int, str] | None = None,
     series_description: str = "pipeline segmentation",
+    segment_codes: Mapping | None = None,
 ) -> Path:
     """Write a label volume ``(x, y, z)`` on ``series``' grid as a BINARY DICOM-SEG with one segment per label value.
 
     ``labels`` names the segments ``{value: name}``; values present in ``label`` but not named get "label <value>".
+    Each segment's SNOMED category and type come from its name (:func:`segment_property`; ``segment_codes``
+    overrides).
     """
     import highdicom as hd
     import pydicom
@@ -182,17 +240,18 @@ def write_dicom_seg(
     algorithm = hd.AlgorithmIdentificationSequence(
         name="pipeline", version=pipeline.__version__, family=codes.cid7162.ArtificialIntelligence
     )
-    descriptions = [
-        hd.seg.SegmentDescription(
+    descriptions = []
+    for n in numbers:
+        segment_label = str(names.get(n, names.get(str(n), f"label {n}")))
+        category, kind = segment_property(segment_label, segment_codes)
+        descriptions.append(hd.seg.SegmentDescription(
             segment_number=n,
-            segment_label=str(names.get(n, names.get(str(n), f"label {n}"))),
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
+            segment_label=segment_label,
+            segmented_property_category=category,
+            segmented_property_type=kind,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
-        )
-        for n in numbers
-    ]
+        ))
     extra = {}
     if not str(sources[0].get("SpecificCharacterSet", "") or ""):
         extra["specific_character_set"] = "ISO_IR 100"  # highdicom rejects the empty value some scanners write

@@ -6,7 +6,8 @@ from the reference image the prediction was made on:
 
 - DICOM series input: NIfTI label map (the series' affine) + DICOM-SEG referencing the source instances;
 - other 3D input (NIfTI, NRRD): NIfTI label map with the input's exact affine;
-- 2D input (PNG/JPG): PNG mask (0/255 for one class, label values otherwise) + overlay PNG on the image.
+- 2D input (PNG/JPG): PNG mask (0/255 for one class, label values otherwise) + overlay PNG on the image, with the
+  box prompts drawn on it, and with several boxes one ``_object<k>_mask.png`` per box beside the union's mask.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 
-__all__ = ["write_nifti", "write_overlay_png", "write_png_mask", "write_prediction"]
+__all__ = ["overlay_rgb", "write_nifti", "write_overlay_png", "write_png_mask", "write_prediction"]
 
 OVERLAY_COLOURS = np.array(
     [[0, 0, 0], [0, 255, 0], [255, 200, 0], [64, 128, 255], [255, 0, 255], [0, 220, 220], [255, 64, 64]], dtype=np.uint8
 )
+
+
+BOX_COLOUR = (255, 255, 0)
 
 
 def _spatial(array, ndim: int | None = None) -> np.ndarray:
@@ -66,13 +70,14 @@ def write_png_mask(label, path: str | Path) -> Path:
     return path
 
 
-def write_overlay_png(image, label, path: str | Path, alpha: float = 0.45) -> Path:
-    """The image with each label value tinted and outlined, for a quick visual check.
+def overlay_rgb(image, label, alpha: float = 0.45, boxes=None) -> np.ndarray:
+    """The image with each label value tinted and outlined, as an ``(y, x, 3)`` uint8 array, and the ``boxes``
+    ``(K, 4)`` ``(x0, y0, x1, y1)`` that prompted it drawn in yellow.
 
     ``image`` is ``(C, x, y)`` or ``(x, y)``. Class 1 is green because endoscopy and most MR/CT renderings are red
     or grey, where a red tint disappears; the solid outline keeps small structures visible.
     """
-    from PIL import Image
+    from PIL import Image, ImageDraw
     from scipy import ndimage
 
     image = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, dtype=np.float32)
@@ -87,14 +92,28 @@ def write_overlay_png(image, label, path: str | Path, alpha: float = 0.45) -> Pa
     tinted = np.where(label[..., None] > 0, (1 - alpha) * rgb + alpha * colours, rgb)
     outline = (label > 0) & ~ndimage.binary_erosion(label > 0, iterations=2)
     tinted[outline] = colours[outline]
+    picture = Image.fromarray(np.clip(tinted, 0, 255).astype(np.uint8))
+    if boxes is not None:
+        draw = ImageDraw.Draw(picture)
+        width = max(1, round(max(picture.size) / 300))
+        for box in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+            draw.rectangle([float(v) for v in box], outline=BOX_COLOUR, width=width)
+    return np.asarray(picture)
+
+
+def write_overlay_png(image, label, path: str | Path, alpha: float = 0.45, boxes=None) -> Path:
+    """:func:`overlay_rgb` as a PNG file, for a quick visual check of a prediction."""
+    from PIL import Image
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.clip(tinted, 0, 255).astype(np.uint8)).save(path)
+    Image.fromarray(overlay_rgb(image, label, alpha, boxes)).save(path)
     return path
 
 
 def write_prediction(
-    label, reference, output_dir: str | Path, name: str, labels: Mapping[int, str] | None = None
+    label, reference, output_dir: str | Path, name: str, labels: Mapping[int, str] | None = None,
+    boxes=None, objects=None, segment_codes: Mapping | None = None,
 ) -> list[Path]:
     """Write ``label`` in the formats that suit the image it was predicted on; returns the files written.
 
@@ -105,6 +124,9 @@ def write_prediction(
         output_dir: folder for the files (created).
         name: file stem, e.g. the case name.
         labels: ``{value: name}`` for DICOM-SEG segment labels.
+        boxes: the 2D box prompts ``(K, 4)`` in the reference's pixel coordinates, drawn on the overlay.
+        objects: with K > 1 boxes, each box's own mask ``(K, x, y)``, written as ``<name>_object<k>_mask.png``.
+        segment_codes: DICOM-SEG property codes per segment name (:func:`pipeline.data.dicom_seg.segment_property`).
     """
     from pipeline.data.dicom_seg import write_dicom_seg
     from pipeline.data.readers import find_dicom_series
@@ -116,9 +138,14 @@ def write_prediction(
     if tuple(label.shape) != spatial_shape:
         raise PipelineError(f"{name}: prediction shape {tuple(label.shape)} differs from image shape {spatial_shape}")
     if len(spatial_shape) == 2:
+        per_object = [] if objects is None else [
+            write_png_mask(mask, output_dir / f"{name}_object{index}_mask.png")
+            for index, mask in enumerate(np.asarray(objects.cpu() if hasattr(objects, "cpu") else objects), start=1)
+        ]
         return [
             write_png_mask(label, output_dir / f"{name}_mask.png"),
-            write_overlay_png(reference, label, output_dir / f"{name}_overlay.png"),
+            write_overlay_png(reference, label, output_dir / f"{name}_overlay.png", boxes=boxes),
+            *per_object,
         ]
     written = [write_nifti(label, reference.affine, output_dir / f"{name}.nii.gz")]
     if meta.get("series_instance_uid"):
@@ -130,5 +157,6 @@ def write_prediction(
             )
         # read already
         series = find_dicom_series(meta["filename_or_obj"], meta["series_instance_uid"], allow_gaps=True)
-        written.append(write_dicom_seg(np.rint(label).astype(np.int64), series, output_dir / f"{name}_seg.dcm", labels))
+        written.append(write_dicom_seg(np.rint(label).astype(np.int64), series, output_dir / f"{name}_seg.dcm", labels,
+                                       segment_codes=segment_codes))
     return written

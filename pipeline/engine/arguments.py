@@ -144,11 +144,14 @@ def check_bundle_checkpoint(checkpoint: str | None, hint: str) -> bool:
     return _ending_the_run(check_checkpoint, checkpoint=checkpoint, hint=hint)
 
 
-def check_inputs(input: str | None = None, dataset_dir: str | None = None, split: str | None = None) -> None:
-    """Inference's check: an existing ``input``, or a dataset whose held-out cases to predict."""
+def check_inputs(input: str | None = None, dataset_dir: str | None = None, split: str | None = None,
+                 **prompts) -> None:
+    """Inference's check: an existing ``input``, or a dataset whose held-out cases to predict, and for a
+    box-prompted model a box for every case (the ``prompts`` arguments of
+    :func:`pipeline.engine.cases.inference_inputs`)."""
     from pipeline.engine.cases import inference_inputs
 
-    inference_inputs(input, dataset_dir, split)
+    inference_inputs(input, dataset_dir, split, **prompts)
 
 
 def check_bundle_inputs(**arguments) -> bool:

@@ -81,18 +81,45 @@ def save_split(split: dict[str, list[dict]], path: str | Path) -> str:
 
 
 def inference_inputs(input: str | Path | None = None, dataset_dir: str | Path | None = None,
-                     split: str | Path | None = None) -> list[dict]:
+                     split: str | Path | None = None, box=None, prompts: str | Path | None = None,
+                     prompt: str = "none", whole_image_box: bool = False) -> list[dict]:
     """What inference runs on: ``input`` (an image file, a DICOM series folder, or a folder of image files), else
     the held-out cases of the dataset (their labels then give the box prompts, standing in for a user's boxes).
 
     Each case carries the distinct stem its outputs are written under (``case1.png`` and ``case1.jpg`` would both
-    be ``case1``), so no prediction overwrites another.
+    be ``case1``), so no prediction overwrites another. Under ``prompt == "box"`` each case also carries the user's
+    boxes (``prompt_boxes``, original pixel coordinates) from ``box`` (one input only) or the ``prompts`` file;
+    a case with neither boxes nor a label stops here, unless ``whole_image_box`` asks for the whole image as its box.
     """
     from pipeline.engine.inference import OUTPUT_NAME, case_names
+    from pipeline.engine.prompts import BOX_HINT, boxes_for, parse_box, read_prompts
+    from pipeline.options import flag
 
     cases = _inference_cases(input, dataset_dir, split)
     names = case_names([case["image"] for case in cases])
-    return [{**case, OUTPUT_NAME: name} for case, name in zip(cases, names, strict=False)]
+    cases = [{**case, OUTPUT_NAME: name} for case, name in zip(cases, names, strict=False)]
+    given = box not in (None, "") or prompts not in (None, "")
+    if prompt != "box":
+        if given:
+            raise PipelineError(f"this model is not box-prompted (prompt {prompt!r}): drop --box / --prompts")
+        return cases
+    if box not in (None, ""):
+        if prompts not in (None, "") or len(cases) != 1:
+            raise PipelineError(f"--box gives the box of one input image, but there are {len(cases)} inputs"
+                                if len(cases) != 1 else "give --box or --prompts, not both")
+        cases[0]["prompt_boxes"] = [parse_box(box)]
+    elif prompts not in (None, ""):
+        table = read_prompts(prompts)
+        for case in cases:
+            found = boxes_for(case["image"], table)
+            if found:
+                case["prompt_boxes"] = found
+    missing = [case["image"] for case in cases if "prompt_boxes" not in case and "label" not in case]
+    if missing and not flag("whole_image_box", whole_image_box):
+        where = f"{missing[0]}" + (f" (and {len(missing) - 1} more inputs)" if len(missing) > 1 else "")
+        raise PipelineError(f"{where}: this model is box-prompted and has no box for it: pass {BOX_HINT}, "
+                            "or --whole_image_box true to prompt with the whole image")
+    return cases
 
 
 def _inference_cases(input, dataset_dir, split) -> list[dict]:

@@ -29,25 +29,43 @@ from monai.transforms import Randomizable, Transform
 
 from pipeline.engine.distributed import is_main_process, unwrap
 from pipeline.errors import PipelineError
-from pipeline.peft import atomic_save, save_adapter, trainable_state_dict
+from pipeline.peft import adapter_payload, atomic_save, atomic_write, trainable_state_dict
 
 RUN_RECORD = "run.json"
 
 
 class AdapterCheckpoint:
-    """Save the adapter-only weights of ``network`` to ``path`` each time the evaluator's key metric improves."""
+    """Save the adapter-only weights of ``network`` to ``path`` each time the evaluator's key metric improves, with
+    the bundle's ``settings`` (its ``model_settings``) inside and a card JSON beside it (``model.json``: method,
+    backbone and its weights' sha256, classes, training data, the metrics at save time;
+    :func:`pipeline.engine.model_card.model_card`)."""
 
-    def __init__(self, network: torch.nn.Module, path: str) -> None:
+    def __init__(self, network: torch.nn.Module, path: str, settings: dict | None = None, data: dict | None = None,
+                 split=None) -> None:
         self.network = network
         self.path = Path(path)
+        self.settings, self.data, self.split = dict(settings or {}), data, split
+        self._weights_sha256: str | None = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
+        from pipeline.engine.model_card import model_card, weights_sha256
+
         improved = engine.state.best_metric_epoch == engine.state.epoch
-        if improved and is_main_process():
-            save_adapter(self.network, self.path)
+        if not (improved and is_main_process()):
+            return
+        payload = adapter_payload(self.network, self.settings)
+        atomic_save(payload, self.path)
+        if self._weights_sha256 is None:
+            self._weights_sha256 = weights_sha256(self.settings.get("backbone"), self.settings.get("checkpoint"))
+        metrics = {name: float(value) for name, value in engine.state.metrics.items()
+                   if isinstance(value, (int, float))}
+        card = model_card(payload, self.settings, self.data, self.split, {**metrics, "epoch": engine.state.epoch},
+                          self._weights_sha256)
+        text = json.dumps(card, indent=2) + "\n"
+        atomic_write(self.path.with_suffix(".json"), lambda stream: stream.write(text.encode()))
 
 
 def _numpy_state(generator) -> dict:

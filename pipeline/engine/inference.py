@@ -48,17 +48,24 @@ def case_names(sources: list[str]) -> list[str]:
 
 
 class PredictionWriter:
-    """Write every case's ``pred`` label map next to the others in ``output_dir``; ``labels`` names DICOM-SEG segments.
+    """Write every case's ``pred`` label map next to the others in ``output_dir``; ``labels`` names DICOM-SEG segments
+    and ``segment_codes`` can give their SNOMED codes (else they follow from the names).
+
+    The item's ``boxes_key`` (the user's box prompts, original pixel coordinates) are drawn on the overlay, and its
+    ``objects_key`` (one mask per box, :class:`pipeline.engine.task.SplitObjectsd`) written beside the union.
 
     Each case is written under its item's ``output_name`` (set by :func:`pipeline.engine.cases.inference_inputs`),
     else its file stem; a name another input of this run already wrote under stops the run before overwriting it.
     """
 
     def __init__(self, output_dir: str, labels: dict | None = None, pred_key: str = "pred",
-                 image_key: str = "image") -> None:
+                 image_key: str = "image", boxes_key: str = "prompt_boxes", objects_key: str = "objects",
+                 segment_codes: dict | None = None) -> None:
         self.output_dir = Path(output_dir)
         self.labels = {int(k): v for k, v in (labels or {}).items()} or None
         self.pred_key, self.image_key = pred_key, image_key
+        self.boxes_key, self.objects_key = boxes_key, objects_key
+        self.segment_codes = segment_codes
         self.written: list[Path] = []
         self.sources: dict[str, str] = {}
 
@@ -78,4 +85,6 @@ class PredictionWriter:
             if self.sources.setdefault(name, source) != source:
                 raise PipelineError(f"{source}: its output name '{name}' is taken by {self.sources[name]}; "
                                     "nothing of it was written")
-            self.written += write_prediction(item[self.pred_key].cpu(), reference, self.output_dir, name, self.labels)
+            self.written += write_prediction(item[self.pred_key].cpu(), reference, self.output_dir, name, self.labels,
+                                             boxes=item.get(self.boxes_key), objects=item.get(self.objects_key),
+                                             segment_codes=self.segment_codes)

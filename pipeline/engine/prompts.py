@@ -10,15 +10,25 @@ the box a clinician would draw. Two things in real labels break a single tight b
 pixels (one stray Kvasir-SEG pixel at a corner turns a polyp's box into half the image), and a label can hold
 several separate objects. So connected components smaller than ``min_pixels`` are dropped before boxing, and
 ``per_object=True`` gives one box per remaining component (MedSAM's protocol for multi-object images;
-:class:`pipeline.engine.inferers.ObjectBoxInferer` unites the per-box predictions). Inference on an image without a
-label has no such box, so the whole image is the box. An empty label gives no box at all: that stops the run naming
-the label's file (empty masks are fine for prompt-free runs). Prompt-free models get no box key at all, so the same
-transform list serves both prompt modes.
+:class:`pipeline.engine.inferers.ObjectBoxInferer` unites the per-box predictions). An empty label gives no box at
+all: that stops the run naming the label's file (empty masks are fine for prompt-free runs). Prompt-free models get
+no box key at all, so the same transform list serves both prompt modes.
+
+A new case has no label, so its user gives the boxes, as in MedSAM: ``(x0, y0, x1, y1)`` in pixel coordinates of the
+ORIGINAL image (x the column, y the row, inclusive), ``--box`` for one image or ``--prompts FILE`` per input
+(:func:`read_prompts`). They must reach the model through exactly the resizing, padding and axis swap the image
+takes, so :class:`BoxMaskd` draws each box as a filled rectangle in its own channel of a ``box_mask`` on the loaded
+image's grid; the bundle's resizing chain carries that mask along with the image (nearest interpolation), and
+:class:`PromptBoxd` takes the tight box of each channel on the model's grid. The whole image as the box (a mask over
+97.8 % of a Kvasir frame, Dice 0.23) is used only when asked for (``whole_image=True``).
 """
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Hashable, Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,8 +36,14 @@ from monai.transforms import MapTransform, Randomizable, Transform
 from scipy import ndimage
 
 from pipeline.errors import PipelineError
+from pipeline.options import flag
 
-__all__ = ["PromptBox", "PromptBoxd", "boxes_from_labels", "object_masks"]
+__all__ = ["BoxMaskd", "PromptBox", "PromptBoxd", "boxes_from_labels", "object_masks", "parse_box",
+           "read_prompts"]
+
+BOX_HINT = ("--box x0,y0,x1,y1 (pixel coordinates of the original image, x = column, y = row) or --prompts FILE "
+            "(JSON or CSV of boxes per input file)")
+"""How a user gives boxes; every error about a missing or bad box ends with it."""
 
 
 def boxes_from_labels(labels: torch.Tensor, jitter: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -99,14 +115,17 @@ class PromptBox(Randomizable, Transform):
 class PromptBoxd(Randomizable, MapTransform):
     """Put a box ``(x0, y0, x1, y1)`` under ``box_key`` when ``prompt == "box"``; otherwise pass through.
 
-    ``keys`` is the label key (its box is :class:`PromptBox`'s); ``image_key`` gives the extent of the whole-image
-    box when the label is absent.
+    The box comes from the user's boxes when the item has ``mask_key`` (:class:`BoxMaskd`, one tight box per
+    channel, never jittered: a person drew it), else from the label ``keys`` (:class:`PromptBox`), else, only with
+    ``whole_image=True``, from the extent of ``image_key``; an item with none of them stops the run.
     """
 
     def __init__(self, keys: str = "label", prompt: str = "box", image_key: str = "image", box_key: str = "box",
-                 jitter: int = 0, min_pixels: int = 0, per_object: bool = False) -> None:
+                 jitter: int = 0, min_pixels: int = 0, per_object: bool = False, mask_key: str = "box_mask",
+                 whole_image: bool = False) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys=True)
-        self.prompt, self.image_key, self.box_key = prompt, image_key, box_key
+        self.prompt, self.image_key, self.box_key, self.mask_key = prompt, image_key, box_key, mask_key
+        self.whole_image = flag("whole_image_box", whole_image)
         self.prompter = PromptBox(jitter, min_pixels, per_object)
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> PromptBoxd:
@@ -123,10 +142,120 @@ class PromptBoxd(Randomizable, MapTransform):
             return out
         self.randomize()  # drawn for label-less items too, so a dataset's box sequence does not depend on them
         labels = [out[key] for key in self.key_iterator(out)]
-        if labels:
+        if self.mask_key in out:
+            masks = torch.as_tensor(out.pop(self.mask_key))
+            lost = [k for k, mask in enumerate(masks) if not bool(mask.any())]
+            if lost:
+                name = (getattr(out[self.image_key], "meta", None) or {}).get("filename_or_obj", "an image")
+                raise PipelineError(f"{name}: box {lost[0] + 1} is narrower than one pixel of the model's input once "
+                                    "the image is resized; draw it larger")
+            boxes = boxes_from_labels(masks)
+            out[self.box_key] = boxes if self.prompter.per_object or len(boxes) > 1 else boxes[0]
+        elif labels:
             out[self.box_key] = self.prompter(labels[0], randomize=False)
-        else:
+        elif self.whole_image:
             height, width = out[self.image_key].shape[-2:]
             box = torch.tensor([0.0, 0.0, width - 1.0, height - 1.0])
             out[self.box_key] = box[None] if self.prompter.per_object else box
+        else:
+            name = (getattr(out[self.image_key], "meta", None) or {}).get("filename_or_obj", "an image")
+            raise PipelineError(f"{name}: this model is box-prompted and the image has no label to take a box from; "
+                                f"pass {BOX_HINT}, or --whole_image_box true to prompt with the whole image")
+        return out
+
+
+def parse_box(value, source: str = "--box") -> list[float]:
+    """One box ``x0,y0,x1,y1`` (a string, or the tuple/list ``fire`` makes of it) as four numbers with x0 <= x1 and
+    y0 <= y1; anything else is an error naming ``source``."""
+    words = value.replace(",", " ").split() if isinstance(value, str) else value
+    try:
+        box = [float(word) for word in words]
+    except (TypeError, ValueError):
+        box = []
+    if len(box) != 4 or not all(np.isfinite(box)) or box[0] > box[2] or box[1] > box[3] or min(box) < 0:
+        raise PipelineError(f"{source}: a box is four pixel coordinates x0,y0,x1,y1 with 0 <= x0 <= x1 and "
+                            f"0 <= y0 <= y1, got {value!r}")
+    return box
+
+
+def _boxes_of(entry, source: str) -> list[list[float]]:
+    """The boxes of one prompts-file entry: a box, a list of boxes, or Kvasir-SEG's ``{"bbox": [{"xmin": ...}]}``."""
+    if isinstance(entry, dict) and "bbox" in entry:
+        entry = [[b.get("xmin"), b.get("ymin"), b.get("xmax"), b.get("ymax")] for b in entry["bbox"]]
+    if isinstance(entry, (list, tuple)) and entry and all(isinstance(b, (list, tuple, dict)) for b in entry):
+        return [parse_box([b.get(k) for k in ("x0", "y0", "x1", "y1")] if isinstance(b, dict) else b, source)
+                for b in entry]
+    if isinstance(entry, dict):
+        entry = [entry.get(k) for k in ("x0", "y0", "x1", "y1")]
+    return [parse_box(entry, source)]
+
+
+def read_prompts(path: str | Path) -> dict[str, list[list[float]]]:
+    """``{input: [[x0, y0, x1, y1], ...]}`` from a prompts file, keyed as the file names the inputs.
+
+    JSON: ``{"frame.jpg": [x0, y0, x1, y1]}`` or a list of boxes per input (Kvasir-SEG's ``kavsir_bboxes.json``
+    layout is read too). CSV: a header ``image,x0,y0,x1,y1`` and one row per box. An input is matched by its path,
+    its file name or its stem (:func:`boxes_for`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"prompts file {path} does not exist (--prompts)")
+    source = f"prompts file {path}"
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="") as stream:
+            rows = list(csv.DictReader(stream))
+        columns = ("image", "x0", "y0", "x1", "y1")
+        if not rows or not set(columns) <= set(rows[0]):
+            raise PipelineError(f"{source}: a CSV needs a header {','.join(columns)} and one row per box")
+        prompts: dict[str, list[list[float]]] = {}
+        for number, row in enumerate(rows, start=2):
+            box = parse_box([row[k] for k in columns[1:]], f"{source}, line {number}")
+            prompts.setdefault(row["image"], []).append(box)
+        return prompts
+    try:
+        payload = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise PipelineError(f"{source} is neither valid JSON ({error}) nor a .csv file") from None
+    if not isinstance(payload, dict):
+        raise PipelineError(f"{source}: JSON must map each input file to its box or boxes")
+    return {str(key): _boxes_of(entry, f"{source}, entry {key!r}") for key, entry in payload.items()}
+
+
+def boxes_for(image: str | Path, prompts: Mapping[str, list[list[float]]]) -> list[list[float]] | None:
+    """The boxes ``prompts`` gives the input ``image``: keyed by its path as given, its absolute path, its file name
+    or its stem; ``None`` when it has none."""
+    image = Path(image)
+    resolved = {str(Path(key).resolve()): boxes for key, boxes in prompts.items()}
+    for key in (str(image), str(image.resolve()), image.name, image.stem):
+        if key in prompts:
+            return prompts[key]
+    return resolved.get(str(image.resolve()))
+
+
+class BoxMaskd(MapTransform):
+    """Draw the user's boxes ``data[keys]`` (``(K, 4)`` in pixel coordinates of the loaded image: x on its first
+    spatial axis, y on its second, MONAI's reader convention) as a ``(K, *spatial)`` mask under ``mask_key``.
+
+    Each box gets its own channel, so overlapping boxes stay separate objects; the bundle's resizing chain then
+    moves the mask exactly as it moves the image, and :class:`PromptBoxd` reads the boxes back on the model's grid.
+    """
+
+    def __init__(self, keys: str = "prompt_boxes", image_key: str = "image", mask_key: str = "box_mask") -> None:
+        super().__init__(keys, allow_missing_keys=True)
+        self.image_key, self.mask_key = image_key, mask_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        out = dict(data)
+        for key in self.key_iterator(out):
+            image = out[self.image_key]
+            width, height = image.shape[1:3]
+            boxes = torch.as_tensor(out[key]).reshape(-1, 4)
+            name = (getattr(image, "meta", None) or {}).get("filename_or_obj", "the image")
+            mask = torch.zeros((len(boxes), *image.shape[1:]), dtype=torch.float32)
+            for index, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
+                if x0 >= width or y0 >= height:
+                    raise PipelineError(f"{name}: box {[x0, y0, x1, y1]} lies outside the {width}x{height} image "
+                                        "(x must be < width, y < height; pixel coordinates of the original image)")
+                mask[index, x0 : x1 + 1, y0 : y1 + 1] = 1.0  # a side past the border (Kvasir's x1 = width) is cut
+            out[self.mask_key], out[key] = mask, boxes.float()
         return out

@@ -61,3 +61,19 @@ class LabelMapd(MapTransform):
         for key in self.key_iterator(out):
             out[key] = self.transform(out[key])
         return out
+
+
+class SplitObjectsd(MapTransform):
+    """Move channels 1..K of a label map ``keys`` (``(1 + K, *spatial)``: the union, then one channel per box from
+    ``ObjectBoxInferer(keep_objects=True)``) to ``objects_key``, leaving the union as the prediction."""
+
+    def __init__(self, keys: KeysCollection = "pred", objects_key: str = "objects") -> None:
+        super().__init__(keys)
+        self.objects_key = objects_key
+
+    def __call__(self, data):
+        out = dict(data)
+        for key in self.key_iterator(out):
+            if out[key].shape[0] > 1:
+                out[key], out[self.objects_key] = out[key][:1], out[key][1:]
+        return out

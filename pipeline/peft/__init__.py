@@ -5,7 +5,15 @@
 >>> save_adapter(model, "adapter.pt")
 """
 
-from pipeline.peft.checkpoint import atomic_save, load_adapter, save_adapter, trainable_state_dict
+from pipeline.peft.checkpoint import (
+    adapter_payload,
+    atomic_save,
+    atomic_write,
+    load_adapter,
+    read_adapter,
+    save_adapter,
+    trainable_state_dict,
+)
 from pipeline.peft.groups import param_groups
 from pipeline.peft.injector import PeftReport, PeftState, apply_peft, peft_state_of
 from pipeline.peft.methods import METHODS, build_method
@@ -20,12 +28,15 @@ __all__ = [
     "PeftState",
     "TokenGrid",
     "TokenSequence",
+    "adapter_payload",
     "apply_peft",
     "atomic_save",
+    "atomic_write",
     "build_method",
     "load_adapter",
     "param_groups",
     "peft_state_of",
+    "read_adapter",
     "save_adapter",
     "trainable_state_dict",
 ]

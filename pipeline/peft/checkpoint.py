@@ -6,6 +6,7 @@ onto a freshly built backbone can re-apply the method and refuse a checkpoint ma
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -73,10 +74,19 @@ def atomic_save(obj, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda stream: torch.save(obj, stream))
 
 
-def save_adapter(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write the adapter-only checkpoint of ``model`` to ``path`` atomically."""
-    state = peft_state_of(model)
-    return atomic_save({"format": FORMAT, **state.describe(), "state_dict": trainable_state_dict(model)}, path)
+def adapter_payload(model: nn.Module, settings: dict | None = None) -> dict:
+    """What :func:`save_adapter` writes: format, method metadata, trainable tensors and, given, the ``settings`` that
+    shape the network and its preprocessing (plain JSON values, so ``weights_only`` loading reads them)."""
+    payload = {"format": FORMAT, **peft_state_of(model).describe(), "state_dict": trainable_state_dict(model)}
+    if settings:
+        payload["settings"] = json.loads(json.dumps(settings, default=str))
+    return payload
+
+
+def save_adapter(model: nn.Module, path: str | os.PathLike, settings: dict | None = None) -> Path:
+    """Write the adapter-only checkpoint of ``model`` to ``path`` atomically, with the ``settings`` it was built
+    with (a bundle's ``model_settings``; see :mod:`pipeline.engine.model_card`)."""
+    return atomic_save(adapter_payload(model, settings), path)
 
 
 def read_adapter(path: str | os.PathLike) -> dict:

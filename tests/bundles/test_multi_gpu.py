@@ -23,6 +23,7 @@ BUNDLES = sorted(p.parent.parent for p in (REPO / "bundles").glob("*/configs/tra
 # Handlers that only log: under DDP they run on rank 0 alone (the rest must run everywhere, e.g. the
 # ValidationHandler, whose all-gathered metric keeps early stopping in step across ranks).
 LOGGING_TARGETS = {"StatsHandler", "TensorBoardStatsHandler", "pipeline.engine.tensorboard.LearningRateWriter",
+                   "pipeline.engine.tensorboard.ValidationImages", "pipeline.engine.record.TrainingRecord",
                    "ignite.handlers.ProgressBar"}
 RANK_HOOK = {
     "+imports": ["$from pipeline.peft import trainable_state_dict"],

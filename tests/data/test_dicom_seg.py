@@ -7,7 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from pipeline.data.dicom_seg import read_dicom_seg, write_dicom_seg
+from pipeline.data.dicom_seg import read_dicom_seg, segment_property, write_dicom_seg
 from pipeline.data.presets import ct_window
 from pipeline.data.readers import find_dicom_series
 from pipeline.errors import PipelineError
@@ -40,6 +40,10 @@ def test_written_seg_reads_back_identical_and_references_the_ct(liver, tmp_path)
     np.testing.assert_array_equal(label, reference)
     assert names == {1: "liver"}
     seg = pydicom.dcmread(path)
+    segment = seg.SegmentSequence[0]
+    assert (segment.SegmentedPropertyTypeCodeSequence[0].CodeValue, segment.SegmentedPropertyTypeCodeSequence[0]
+            .CodingSchemeDesignator) == ("10200004", "SCT"), "coded as Liver, not the generic Tissue"
+    assert segment.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning == "Anatomical Structure"
     referenced = {i.ReferencedSOPInstanceUID for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert referenced == CT_SOPS
     assert (
@@ -64,3 +68,24 @@ def test_wrong_shape_and_non_seg_are_refused(liver, tmp_path):
         write_dicom_seg(np.zeros((4, 4, 3), np.uint8), root / "ct-3slice", tmp_path / "x.dcm")
     with pytest.raises(PipelineError, match="01.dcm: not a readable DICOM-SEG"):
         read_dicom_seg(root / "ct-3slice" / "01.dcm", root / "ct-3slice")
+
+
+@pytest.mark.parametrize(("name", "category", "kind"), [
+    ("polyp", "49755003", "41329004"), ("Liver", "91723000", "10200004"), ("tumour", "49755003", "108369006"),
+    ("anterior hippocampus", "91723000", "5366008"), ("left_kidney", "91723000", "64033007"),
+    ("label 3", "85756007", "85756007"),
+])
+def test_segments_are_coded_from_their_class_names(name, category, kind):
+    found = segment_property(name)
+    assert (found[0].value, found[1].value) == (category, kind)
+    assert found[1].scheme_designator == "SCT"
+
+
+def test_a_user_mapping_codes_a_segment_and_a_bad_one_is_one_error():
+    codes = {"cyst": {"category": "49755003:Morphologically Abnormal Structure", "type": "SCT:441457006:Cyst"}}
+    category, kind = segment_property("cyst", codes)
+    assert (kind.value, kind.meaning, category.value) == ("441457006", "Cyst", "49755003")
+    with pytest.raises(PipelineError, match=r"segment codes for 'cyst': a code is 'value:meaning'"):
+        segment_property("cyst", {"cyst": {"category": "49755003", "type": "x:y"}})
+    with pytest.raises(PipelineError, match=r"segment codes for 'cyst' must be \{'category'"):
+        segment_property("cyst", {"cyst": "441457006"})

@@ -41,3 +41,24 @@ def test_prediction_of_the_wrong_shape_is_refused(tmp_path):
     image = MetaTensor(np.zeros((1, 8, 8, 4), np.float32))
     with pytest.raises(PipelineError, match=r"case: prediction shape \(8, 8, 3\) differs from image shape \(8, 8, 4\)"):
         write_prediction(np.zeros((8, 8, 3)), image, tmp_path, "case")
+
+
+def test_overlay_draws_the_box_prompts_and_each_object_gets_its_own_mask(tmp_path):
+    import torch
+    from monai.data import MetaTensor
+
+    from pipeline.data.writers import BOX_COLOUR, write_prediction
+
+    image = MetaTensor(torch.zeros(3, 40, 30), meta={"filename_or_obj": "frame.png"})  # (x, y): 40 wide, 30 high
+    label = torch.zeros(1, 40, 30)
+    objects = torch.zeros(2, 40, 30)
+    objects[0, 2:5, 2:5] = objects[1, 20:30, 10:20] = 1
+    written = write_prediction(label, image, tmp_path, "frame", boxes=torch.tensor([[5.0, 3.0, 35.0, 25.0]]),
+                               objects=objects)
+    assert [p.name for p in written] == ["frame_mask.png", "frame_overlay.png", "frame_object1_mask.png",
+                                         "frame_object2_mask.png"]
+    overlay = np.asarray(Image.open(written[1]))
+    assert overlay.shape == (30, 40, 3)
+    assert tuple(overlay[3, 20]) == tuple(overlay[25, 20]) == tuple(overlay[15, 5]) == BOX_COLOUR, "box edges"
+    assert tuple(overlay[15, 20]) == (0, 0, 0), "inside the box the image shows"
+    assert (np.asarray(Image.open(written[3])) > 0).sum() == 100

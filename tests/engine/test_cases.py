@@ -136,3 +136,25 @@ def test_inference_reads_every_2d_format_the_datalist_pairs(tmp_path, suffix):
     items = inference_inputs(tmp_path / "images")
     assert [Path(item["image"]).name for item in items] == [f"case{suffix}"]
     assert LoadClinicalImaged("image")(items[0])["image"].shape == (3, 8, 6)
+
+
+def test_box_prompted_inference_takes_the_user_s_boxes_and_refuses_an_input_without_one(tmp_path):
+    one = _image(tmp_path / "in" / "one.png", 0)
+    _image(tmp_path / "in" / "two.png", 1)
+    assert inference_inputs(one, box="1,2,5,6", prompt="box")[0]["prompt_boxes"] == [[1.0, 2.0, 5.0, 6.0]]
+    with pytest.raises(PipelineError, match=r"one.png: this model is box-prompted and has no box for it: pass --box"):
+        inference_inputs(one, prompt="box")
+    assert "prompt_boxes" not in inference_inputs(one, prompt="box", whole_image_box="true")[0]
+    assert "prompt_boxes" not in inference_inputs(one)[0], "prompt-free models need no box"
+    with pytest.raises(PipelineError, match=r"not box-prompted \(prompt 'none'\): drop --box"):
+        inference_inputs(one, box="1,2,5,6")
+    with pytest.raises(PipelineError, match=r"--box gives the box of one input image, but there are 2 inputs"):
+        inference_inputs(tmp_path / "in", box="1,2,5,6", prompt="box")
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"one.png": [[0, 0, 3, 3], [4, 4, 7, 7]]}))
+    with pytest.raises(PipelineError, match=r"two.png: this model is box-prompted and has no box"):
+        inference_inputs(tmp_path / "in", prompts=prompts, prompt="box")
+    prompts.write_text(json.dumps({"one.png": [[0, 0, 3, 3], [4, 4, 7, 7]], "two": [1, 1, 2, 2]}))
+    cases = inference_inputs(tmp_path / "in", prompts=prompts, prompt="box")
+    assert [case["prompt_boxes"] for case in cases] == [[[0.0, 0.0, 3.0, 3.0], [4.0, 4.0, 7.0, 7.0]],
+                                                         [[1.0, 1.0, 2.0, 2.0]]]

@@ -32,3 +32,24 @@ def test_object_box_inferer_unites_per_box_logits_and_whole_image_box_fills_in()
             return network(image, boxes)
 
     assert bool((WholeImageBox(Boxed())(image) > 0).all()), "no boxes: the whole image is the box"
+
+
+def test_keep_objects_puts_each_box_s_logits_after_the_union_and_split_objects_moves_them_out():
+    from pipeline.engine.task import SplitObjectsd
+
+    def network(image, boxes):
+        logits = torch.full((1, boxes.shape[1], *image.shape[-2:]), -1.0)
+        for k, (x0, y0, x1, y1) in enumerate(boxes[0].long().tolist()):
+            logits[0, k, y0 : y1 + 1, x0 : x1 + 1] = 1.0
+        return logits
+
+    image = torch.zeros(1, 3, 20, 30)
+    boxes = torch.tensor([[[0.0, 0.0, 4.0, 4.0], [10.0, 10.0, 19.0, 14.0]]])
+    kept = ObjectBoxInferer(keep_objects=True)(image, network, boxes=boxes)
+    assert kept.shape == (1, 3, 20, 30)
+    assert torch.equal(kept[:, :1], ObjectBoxInferer()(image, network, boxes=boxes)), "channel 0 is the union"
+    split = SplitObjectsd()({"pred": (kept[0] > 0).float()})
+    assert split["pred"].shape == (1, 20, 30) and split["objects"].shape == (2, 20, 30)
+    assert [int(m.sum()) for m in split["objects"]] == [25, 50]
+    single = ObjectBoxInferer(keep_objects=True)(image, network, boxes=boxes[:, :1])
+    assert single.shape == (1, 1, 20, 30) and "objects" not in SplitObjectsd()({"pred": single[0]})

@@ -7,8 +7,11 @@ shift inwards, by the wrong amount or out of the image.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from monai.data import MetaTensor
 
 from pipeline.engine.prompts import PromptBoxd, boxes_from_labels
 from pipeline.errors import PipelineError
@@ -90,10 +93,12 @@ def test_an_empty_label_names_its_file_instead_of_giving_a_box():
     assert "box" not in PromptBoxd(prompt="none")({"label": label}), "prompt-free runs take empty labels"
 
 
-def test_without_a_label_the_whole_image_is_the_box_and_prompt_free_items_pass_through():
-    image = torch.zeros(3, 40, 60)
-    assert PromptBoxd()({"image": image})["box"].tolist() == [0.0, 0.0, 59.0, 39.0]
-    assert PromptBoxd(per_object=True)({"image": image})["box"].tolist() == [[0.0, 0.0, 59.0, 39.0]]
+def test_without_a_label_the_whole_image_is_the_box_only_when_asked_and_prompt_free_items_pass_through():
+    image = MetaTensor(torch.zeros(3, 40, 60), meta={"filename_or_obj": "new_frame.jpg"})
+    with pytest.raises(PipelineError, match=r"new_frame.jpg: this model is box-prompted .* pass --box x0,y0,x1,y1"):
+        PromptBoxd()({"image": image})
+    assert PromptBoxd(whole_image=True)({"image": image})["box"].tolist() == [0.0, 0.0, 59.0, 39.0]
+    assert PromptBoxd(per_object=True, whole_image="true")({"image": image})["box"].tolist() == [[0.0, 0.0, 59.0, 39.0]]
     item = {"image": image, "label": synthetic_label()}
     out = PromptBoxd(prompt="none")(item)
     assert out.keys() == item.keys() and out["label"] is item["label"], "prompt-free models get no box key"
@@ -131,3 +136,80 @@ def test_jitter_moves_each_side_outwards_within_bounds_and_clips_to_the_image():
     for side, allowed in enumerate(ranges):
         seen = {int(value) for value in boxes[:, side].tolist()}
         assert seen == allowed, f"side {side}: drew {sorted(seen)}, the jitter allows exactly {sorted(allowed)}"
+
+
+def test_user_boxes_reach_the_model_grid_through_the_image_s_own_resizing_and_axis_swap():
+    """A box in original (x, y) pixels, drawn as a mask on the loaded (C, x, y) grid, comes out of the bundle's
+    Transposed + Resized(longest) + SpatialPadd chain as the box of the resized image, one per channel, even where
+    two boxes overlap."""
+    from monai.transforms import Compose, Resized, SpatialPadd, Transposed
+
+    from pipeline.engine.prompts import BoxMaskd
+
+    image = MetaTensor(torch.zeros(3, 200, 100))  # PILReader layout: width 200 (x), height 100 (y)
+    keys = ["image", "box_mask"]
+    chain = Compose([
+        BoxMaskd(),
+        Transposed(keys, indices=[0, 2, 1]),
+        Resized(keys, spatial_size=50, size_mode="longest", mode=["area", "nearest"]),
+        SpatialPadd(keys, spatial_size=[50, 50], method="end"),
+        PromptBoxd(per_object=True),
+    ])
+    out = chain({"image": image, "prompt_boxes": [[20, 10, 119, 59], [100, 40, 179, 99]]})
+    assert out["image"].shape == (3, 50, 50) and "box_mask" not in out
+    # scaled by 50/200 with x kept as x; y0 = 10 -> 2.5 lands on the first whole pixel inside, 3
+    assert out["box"].tolist() == [[5.0, 3.0, 29.0, 14.0], [25.0, 10.0, 44.0, 24.0]]
+    assert out["prompt_boxes"].tolist() == [[20.0, 10.0, 119.0, 59.0], [100.0, 40.0, 179.0, 99.0]], "kept for drawing"
+    tiny = MetaTensor(torch.zeros(3, 200, 100), meta={"filename_or_obj": "wide.jpg"})
+    with pytest.raises(RuntimeError) as raised:  # Compose wraps it; python -m pipeline run prints the cause alone
+        chain({"image": tiny, "prompt_boxes": [[20, 10, 119, 59], [101, 41, 102, 42]]})
+    assert isinstance(raised.value.__cause__, PipelineError)
+    assert str(raised.value.__cause__).startswith("wide.jpg: box 2 is narrower than one pixel of the model's input")
+
+
+def test_a_box_outside_the_image_names_the_file_and_a_side_past_the_border_is_cut():
+    from pipeline.engine.prompts import BoxMaskd
+
+    image = MetaTensor(torch.zeros(3, 60, 40), meta={"filename_or_obj": "frame.jpg"})
+    with pytest.raises(PipelineError, match=r"frame.jpg: box \[60, 0, 70, 10\] lies outside the 60x40 image"):
+        BoxMaskd()({"image": image, "prompt_boxes": [[60, 0, 70, 10]]})
+    mask = BoxMaskd()({"image": image, "prompt_boxes": [[50, 30, 60, 40]]})["box_mask"]
+    assert mask.shape == (1, 60, 40) and int(mask.sum()) == 10 * 10
+
+
+@pytest.mark.parametrize(("value", "box"), [("38,5,430,338", [38.0, 5.0, 430.0, 338.0]),
+                                            ((1, 2, 3, 4), [1.0, 2.0, 3.0, 4.0]), ("1 2 3.5 4", [1.0, 2.0, 3.5, 4.0])])
+def test_a_box_is_read_from_the_forms_a_command_line_gives(value, box):
+    from pipeline.engine.prompts import parse_box
+
+    assert parse_box(value) == box
+
+
+@pytest.mark.parametrize("value", ["1,2,3", "5,2,3,4", "1,5,3,4", "a,b,c,d", "-1,0,3,4", None])
+def test_a_malformed_box_is_one_error_naming_the_option(value):
+    from pipeline.engine.prompts import parse_box
+
+    with pytest.raises(PipelineError, match=r"^--box: a box is four pixel coordinates x0,y0,x1,y1"):
+        parse_box(value)
+
+
+def test_prompts_files_in_json_csv_and_kvasir_layout_map_inputs_to_their_boxes(tmp_path):
+    from pipeline.engine.prompts import boxes_for, read_prompts
+
+    (tmp_path / "a.json").write_text(json.dumps({"one.jpg": [1, 2, 3, 4], "two.png": [[0, 0, 5, 5], [6, 6, 9, 9]],
+                                                 "three": {"bbox": [{"xmin": 1, "ymin": 1, "xmax": 8, "ymax": 9}]}}))
+    (tmp_path / "b.csv").write_text("image,x0,y0,x1,y1\none.jpg,1,2,3,4\none.jpg,5,6,7,8\n")
+    table = read_prompts(tmp_path / "a.json")
+    assert boxes_for("some/dir/one.jpg", table) == [[1.0, 2.0, 3.0, 4.0]]
+    assert boxes_for("two.png", table) == [[0.0, 0.0, 5.0, 5.0], [6.0, 6.0, 9.0, 9.0]]
+    assert boxes_for("images/three.jpg", table) == [[1.0, 1.0, 8.0, 9.0]], "Kvasir's bbox JSON keys by stem"
+    assert boxes_for("four.jpg", table) is None
+    assert read_prompts(tmp_path / "b.csv") == {"one.jpg": [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]}
+    (tmp_path / "bad.csv").write_text("name,a\nx,1\n")
+    with pytest.raises(PipelineError, match=r"bad.csv: a CSV needs a header image,x0,y0,x1,y1"):
+        read_prompts(tmp_path / "bad.csv")
+    (tmp_path / "bad.json").write_text(json.dumps({"one.jpg": [3, 2, 1, 4]}))
+    with pytest.raises(PipelineError, match=r"bad.json, entry 'one.jpg': a box is four"):
+        read_prompts(tmp_path / "bad.json")
+    with pytest.raises(PipelineError, match=r"prompts file .*missing.json does not exist \(--prompts\)"):
+        read_prompts(tmp_path / "missing.json")

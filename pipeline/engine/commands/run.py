@@ -2,10 +2,13 @@
 
 It runs ``monai.bundle.scripts.run`` in this process, exactly as ``python -m monai.bundle run --config_file [...]``
 does (the same configs, the same ``--key value`` overrides, read the way that command's ``fire`` reads them), with
-two differences:
+these differences:
 
 * an override the configs do not define (``--max_epoch`` for ``--max_epochs``) stops before anything runs, with
   the closest key as a suggestion: MONAI would quietly add it as a new, unused key;
+* evaluate and inference configs take the settings the adapter checkpoint was trained with (backbone, its
+  weights, image size, prompt, classes, ...; :mod:`pipeline.engine.model_card`) for every one the line leaves out,
+  so ``--output_dir RUN`` and the input are enough;
 * a :class:`~pipeline.errors.PipelineError` raised anywhere, also deep inside a component MONAI instantiates (a
   corrupt adapter checkpoint, a split naming a missing image), ends the run with its one line ``error: ...`` on
   stderr and status :data:`pipeline.cli.EXIT_BAD_INPUT`, instead of MONAI's 60-135-line chained stack trace.
@@ -158,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
         warnings.filterwarnings("ignore", message="parsing config_file")
         check_override_keys(files, overrides)
         from pipeline.engine.bundle_run import run_bundle
+        from pipeline.engine.model_card import adopt_settings
+
+        overrides = adopt_settings(_read_configs(files)[0], overrides)
 
         try:
             run_bundle(files, **overrides)
