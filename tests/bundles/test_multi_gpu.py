@@ -90,7 +90,7 @@ def test_swin_bundle_trains_with_ddp_on_two_cpu_ranks(shared_data, tmp_path):
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
 
-    assert sorted(p.name for p in (output / "models").iterdir()) == ["model.pt", "resume.pt"]
+    assert sorted(p.name for p in (output / "models").iterdir()) == ["model.json", "model.pt", "resume.pt"]
     assert len(list((output / "tensorboard").iterdir())) == 1, "one TensorBoard writer: rank 0's"
     assert log.count("train_loss:") == 1, "only rank 0 logs the iteration"
 

@@ -12,8 +12,8 @@ these differences:
 * a :class:`~pipeline.errors.PipelineError` raised anywhere, also deep inside a component MONAI instantiates (a
   corrupt adapter checkpoint, a split naming a missing image), ends the run with its one line ``error: ...`` on
   stderr and status :data:`pipeline.cli.EXIT_BAD_INPUT`, instead of MONAI's 60-135-line chained stack trace.
-  ``--debug`` (or ``PIPELINE_DEBUG=1``) keeps the full trace. Python warnings (library deprecations and the like)
-  go to stdout as one line each, with the log, so stderr holds only that verdict.
+  ``--debug`` (or ``PIPELINE_DEBUG=1``) prints the full trace before that line. Python warnings (library
+  deprecations and the like) go to stdout as one line each, with the log, so stderr holds only that verdict.
 
 ``BUNDLE`` is a bundle folder (its ``configs/`` are used; the ``CONFIG`` names default to ``train``) or a config
 file; ``CONFIG`` names such as ``evaluate`` are found next to it, and paths work too:
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import traceback
 import warnings
 from pathlib import Path
 
@@ -163,13 +164,13 @@ def run(args: argparse.Namespace) -> int:
         from pipeline.engine.bundle_run import run_bundle
         from pipeline.engine.model_card import adopt_settings
 
-        overrides = adopt_settings(_read_configs(files)[0], overrides)
-
         try:
-            run_bundle(files, **overrides)
+            run_bundle(files, **adopt_settings(_read_configs(files)[0], overrides))
         except Exception as error:
             cause = pipeline_error_in(error)
-            if cause is None or debug:
+            if cause is None:
                 raise
+            if debug:
+                traceback.print_exc()  # the whole trace first; the one-line verdict still ends the output
             raise PipelineError(str(cause)) from None
     return 0
