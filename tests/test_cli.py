@@ -97,8 +97,10 @@ def test_run_finds_the_pipeline_error_inside_monais_wrappers(monkeypatch, capsys
     monkeypatch.setattr(monai.bundle.scripts, "run", failing_bundle)
     assert cli.main(["run", str(BUNDLE), "train", "evaluate", "--dataset_dir", "d"]) == cli.EXIT_BAD_INPUT
     assert capsys.readouterr().err == "error: adapter checkpoint runs/x/models/model.pt cannot be read\n"
-    with pytest.raises(RuntimeError, match="Failed to instantiate"):
-        cli.main(["run", str(BUNDLE), "train", "evaluate", "--debug"])
+    assert cli.main(["run", str(BUNDLE), "train", "evaluate", "--debug"]) == cli.EXIT_BAD_INPUT
+    debug = capsys.readouterr().err
+    assert debug.startswith("Traceback") and "Failed to instantiate component 'build_network'" in debug
+    assert debug.endswith("error: adapter checkpoint runs/x/models/model.pt cannot be read\n"), "trace, then verdict"
 
 
 def test_run_names_a_missing_config():
