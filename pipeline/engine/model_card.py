@@ -52,13 +52,16 @@ def conflict(adapter: str | Path, key: str, stored, given) -> PipelineError:
                          "from the checkpoint) or pass the checkpoint's value")
 
 
-def check_model(adapter: str | Path | None, settings: dict) -> None:
-    """Raise :class:`PipelineError` for the first of ``settings`` that differs from the value ``adapter`` stored."""
+def check_model(adapter: str | Path | None, settings: dict) -> dict:
+    """Raise :class:`PipelineError` for the first of ``settings`` that differs from the value ``adapter`` stored;
+    return the stored settings (``{}`` without a checkpoint file)."""
     if adapter in (None, "") or not Path(adapter).is_file():
-        return  # a missing checkpoint is reported, naming the file, where the network is built
-    for key, stored in stored_settings(adapter).items():
-        if key in settings and not _same(stored, settings[key]):
-            raise conflict(adapter, key, stored, settings[key])
+        return {}  # a missing checkpoint is reported, naming the file, where the network is built
+    stored = stored_settings(adapter)
+    for key, value in stored.items():
+        if key in settings and not _same(value, settings[key]):
+            raise conflict(adapter, key, value, settings[key])
+    return stored
 
 
 def check_bundle_model(adapter: str | Path | None, settings: dict) -> bool:
@@ -76,15 +79,8 @@ def adopt_settings(parser, overrides: dict) -> dict:
         return overrides
     probe = parser.__class__(parser.get())
     probe.update({key: value for key, value in overrides.items() if key in parser})
-    adapter = probe.get_parsed_content("network_def#adapter")
-    if adapter in (None, "") or not Path(adapter).is_file():
-        return overrides
-    completed = dict(overrides)
-    for key, stored in stored_settings(adapter).items():
-        if key in overrides and not _same(stored, overrides[key]):
-            raise conflict(adapter, key, stored, overrides[key])
-        completed.setdefault(key, stored)
-    return completed
+    stored = check_model(probe.get_parsed_content("network_def#adapter"), overrides)
+    return {**overrides, **{key: value for key, value in stored.items() if key not in overrides}}
 
 
 def weights_sha256(backbone: str, checkpoint) -> str | None:

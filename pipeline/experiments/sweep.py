@@ -19,6 +19,7 @@ import shlex
 import statistics
 import subprocess
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -108,10 +109,20 @@ def budget(sweep: Sweep, n_train: int, batch_size: int) -> dict:
     return {"max_epochs": math.ceil(sweep.steps / per_epoch), "val_interval": max(1, round(every / per_epoch))}
 
 
+@cache
+def _train_config(bundle: str) -> dict:
+    """A bundle's ``train.json``, read once per process."""
+    return json.loads((Path(bundle) / "configs" / "train.json").read_text())
+
+
 def _bundle_default(sweep: Sweep, key: str):
     """``key``'s value in every run of ``sweep``: the sweep's override, else the bundle's ``train.json``."""
-    configs = Path(sweep.bundle) / "configs"
-    return sweep.overrides.get(key, json.loads((configs / "train.json").read_text()).get(key))
+    return sweep.overrides.get(key, _train_config(sweep.bundle).get(key))
+
+
+def evaluated(run_dir: Path) -> bool:
+    """Whether a run folder holds its evaluation: such a run is done and a sweep skips it."""
+    return (run_dir / "eval" / "summary.json").is_file()
 
 
 @dataclass(frozen=True)
@@ -141,7 +152,7 @@ def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) ->
     run_dir = Path(sweep.output) / "runs" / method / split_name
     common = {"dataset_dir": sweep.dataset_dir, "split": split_path, "output_dir": run_dir}
     configs = Path(sweep.bundle) / "configs"
-    if "cache_dir" in json.loads((configs / "train.json").read_text()):
+    if "cache_dir" in _train_config(sweep.bundle):
         # every run shares one frozen-prefix cache: the test set (and, per method's prefix, the training views)
         # is encoded once for the whole sweep
         common["cache_dir"] = Path(sweep.output) / "cache"
@@ -156,7 +167,7 @@ def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) ->
 def run_one(sweep: Sweep, method: str, split_name: str, split_path: Path) -> Path:
     """Train then evaluate one (method, split); returns the run folder. Skips a run already evaluated."""
     run_dir, commands = planned_run(sweep, method, split_name, split_path)
-    if (run_dir / "eval" / "summary.json").is_file():
+    if evaluated(run_dir):
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "sweep.log").open("a") as log:
@@ -185,9 +196,9 @@ def collect(sweep: Sweep, splits: dict[str, Path]) -> tuple[list[dict], list[dic
         layers = chosen.settings.get("layers", _bundle_default(sweep, "layers"))
         for name, path in splits.items():
             run_dir = Path(sweep.output) / "runs" / method / name
-            summary_path = run_dir / "eval" / "summary.json"
-            if not summary_path.is_file():
+            if not evaluated(run_dir):
                 continue
+            summary_path = run_dir / "eval" / "summary.json"
             split = json.loads(path.read_text())
             summary = json.loads(summary_path.read_text())
             record_path = run_dir / TRAINING_RECORD

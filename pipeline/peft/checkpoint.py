@@ -103,11 +103,13 @@ def read_adapter(path: str | os.PathLike) -> dict:
     return payload
 
 
-def load_adapter(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+def load_adapter(model: nn.Module, path: str | os.PathLike, prefix: str = "") -> nn.Module:
     """Load an adapter checkpoint onto ``model``; a fresh backbone gets the checkpoint's method applied first.
 
     Refuses, with one message naming the file, a checkpoint made for another backbone, another method or other
     options, and one whose tensors do not match the model's trainable tensors name for name and shape for shape.
+    With ``prefix``, only the tensors under it are compared and loaded (``"image_encoder."``: the encoder of an
+    adapter trained with any head, as the ERF measurement needs).
     """
     payload = read_adapter(path)
     inner = unwrap(model)
@@ -123,8 +125,8 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     for key in ("backbone", "method", "layers", "options"):
         if expected[key] != found[key]:
             raise PipelineError(f"{path} was made for {key} {found[key]!r}, but this model has {expected[key]!r}")
-    own = trainable_state_dict(inner)
-    tensors = payload["state_dict"]
+    own = {n: t for n, t in trainable_state_dict(inner).items() if n.startswith(prefix)}
+    tensors = {n: t for n, t in payload["state_dict"].items() if n.startswith(prefix)}
     missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
     reshaped = sorted(n for n in set(own) & set(tensors) if own[n].shape != tensors[n].shape)
     if missing or unexpected or reshaped:

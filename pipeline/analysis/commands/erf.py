@@ -34,21 +34,10 @@ def load_encoder_adapter(model, path) -> str:
     Only the encoder's tensors are loaded: the ERF is a property of the encoder, and this way an adapter trained
     with any head (box-prompted or prompt-free, any class count) is measured on the same frozen model.
     """
-    from pipeline.errors import PipelineError
-    from pipeline.peft import apply_peft
-    from pipeline.peft.checkpoint import read_adapter
+    from pipeline.peft import load_adapter, peft_state_of
 
-    payload = read_adapter(path)
-    if payload["backbone"] != model.peft_spec().name:
-        raise PipelineError(f"{path} was made for backbone {payload['backbone']!r}, not {model.peft_spec().name!r}")
-    apply_peft(model, payload["method"], layers=payload["layers"], **payload["options"])
-    own = {n for n, p in model.named_parameters() if p.requires_grad and n.startswith("image_encoder.")}
-    tensors = {n: t for n, t in payload["state_dict"].items() if n.startswith("image_encoder.")}
-    if set(tensors) != own:
-        raise PipelineError(f"{path}: its encoder tensors do not fit this model "
-                            f"(missing {sorted(own - set(tensors))[:3]}, unexpected {sorted(set(tensors) - own)[:3]})")
-    model.load_state_dict(tensors, strict=False)
-    return payload["method"]
+    load_adapter(model, path, prefix="image_encoder.")
+    return peft_state_of(model).method
 
 
 def figure(maps: list[tuple], path: str) -> None:

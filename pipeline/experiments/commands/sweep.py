@@ -17,7 +17,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline.errors import PipelineError
     from pipeline.experiments.report import eta
-    from pipeline.experiments.sweep import Sweep, collect, planned_run, run_one, write_results, write_splits
+    from pipeline.experiments.sweep import (
+        Sweep,
+        collect,
+        evaluated,
+        planned_run,
+        run_one,
+        write_results,
+        write_splits,
+    )
 
     sweep = Sweep.load(args.config)
     if args.methods:
@@ -32,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
             for command in planned_run(sweep, method, name, path)[1]:
                 print(shlex.join(command))
         return 0
-    todo = [run for run in plan if not (planned_run(sweep, *run)[0] / "eval" / "summary.json").is_file()]
+    todo = [run for run in plan if not evaluated(planned_run(sweep, *run)[0])]
     print(f"sweep: {len(plan)} runs, {len(plan) - len(todo)} already evaluated, {len(todo)} to run", flush=True)
     spent: dict[str, list[float]] = {}
     for index, (method, name, path) in enumerate(todo, 1):
