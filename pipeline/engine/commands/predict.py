@@ -36,13 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", help="the bundle folder, for checkpoints that do not name theirs")
 
 
-def bundle_folder(model: Path, given: str | None) -> Path:
-    """The bundle ``model`` was trained with: ``given``, else the ``bundle_name`` its checkpoint stores."""
-    from pipeline.engine.model_card import stored_settings
-
-    if not model.is_file():
-        raise PipelineError(f"model {model} does not exist (-m/--model)")
-    name = stored_settings(model).get("bundle_name")
+def bundle_folder(model: Path, settings: dict, given: str | None) -> Path:
+    """The bundle ``model`` was trained with: ``given``, else the ``bundle_name`` its stored ``settings`` name."""
+    name = settings.get("bundle_name")
     if given is None and name is None:
         raise PipelineError(f"{model} does not name the bundle it was trained with (an older checkpoint): "
                             "pass --bundle bundles/NAME")
@@ -57,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.engine.model_card import stored_settings
 
     model = Path(args.model)
-    configs = bundle_folder(model, args.bundle) / "configs"
-    prompt = stored_settings(model).get("prompt", "box")  # an older checkpoint: the bundle's own check decides
+    if not model.is_file():
+        raise PipelineError(f"model {model} does not exist (-m/--model)")
+    settings = stored_settings(model)  # read once: the checkpoint holds every tensor too
+    configs = bundle_folder(model, settings, args.bundle) / "configs"
+    prompt = settings.get("prompt", "box")  # an older checkpoint: the bundle's own check decides
     if (args.box or args.prompts or args.whole_image_box) and prompt != "box":
         raise PipelineError(f"{model} is not box-prompted (prompt {prompt!r}): drop --box, --prompts and "
                             "--whole_image_box")
