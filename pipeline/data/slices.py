@@ -16,7 +16,22 @@ from monai.data import Dataset
 
 from pipeline.errors import PipelineError
 
-__all__ = ["SliceDataset", "assemble_volume"]
+__all__ = ["SliceDataset", "assemble_volume", "slice_layout"]
+
+
+def slice_layout(slice_axis: int) -> list[int]:
+    """The ``Transposed`` indices that put ``slice_axis`` (0, 1 or 2 of a channel-first ``(C, x, y, z)`` volume, as
+    MONAI's readers give it) last and the slice plane in display layout: rows then columns.
+
+    The SAM family was trained on images in (rows, columns) order, and an axial DICOM/NIfTI slice is displayed
+    with y down the rows and x along the columns, so axial slicing is ``[0, 2, 1, 3]`` (x and y swapped). Sagittal
+    and coronal slices show z down the rows. The transform is invertible, so ``Invertd`` maps predictions back to
+    the input's exact grid, and a user's 3D box drawn on the loaded volume moves with it.
+    """
+    if slice_axis not in (0, 1, 2):
+        raise PipelineError(f"slice_axis must be 0, 1 or 2 (the volume's x, y or z axis), got {slice_axis!r}")
+    rows, columns = {0: (2, 1), 1: (2, 0), 2: (1, 0)}[slice_axis]
+    return [0, 1 + rows, 1 + columns, 1 + slice_axis]
 
 
 class SliceDataset(Dataset):

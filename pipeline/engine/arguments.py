@@ -45,18 +45,24 @@ def check_arguments(dataset_dir: str | None, method: str | None = None, split: s
     load_split(dataset_dir, split)
 
 
-def check_checkpoint(checkpoint: str | None, hint: str, required: bool = True) -> None:
+def check_checkpoint(checkpoint: str | None, hint: str, required: bool = True, backbone: str | None = None) -> None:
     """Raise :class:`PipelineError` when ``checkpoint`` is required but unset, or set but not a file.
 
     Backbones without shipped weights (SAM / MedSAM ViT-B) must stop here, before anything is built, rather than
-    train a random-weight model quietly; ``hint`` says what to pass.
+    train a random-weight model quietly; ``hint`` says what to pass. ``"shipped"`` names the weights inside the
+    install and is valid for the ``backbone`` that has them (:data:`pipeline.models.SHIPPED_WEIGHTS`).
     """
+    from pipeline.models import SHIPPED, SHIPPED_WEIGHTS
+
     if checkpoint in (None, ""):
         if required:
             raise PipelineError(f"this bundle needs the backbone's pretrained weights: pass {hint}")
         return
+    if checkpoint == SHIPPED and backbone in SHIPPED_WEIGHTS:
+        return
     if not Path(checkpoint).is_file():
-        raise PipelineError(f"checkpoint {checkpoint} does not exist (--checkpoint; {hint})")
+        shipped = f"; only {', '.join(SHIPPED_WEIGHTS)} ships its weights" if checkpoint == SHIPPED else ""
+        raise PipelineError(f"checkpoint {checkpoint} does not exist (--checkpoint; {hint}){shipped}")
 
 
 class BadInput(SystemExit):
@@ -83,7 +89,7 @@ def _ending_the_run(check, **arguments) -> bool:
 
 
 def check_settings(method: str | None = None, method_options: dict | None = None, prompt: str = "none",
-                   **settings) -> None:
+                   class_boxes: bool = False, **settings) -> None:
     """Raise :class:`PipelineError` for the first setting of the wrong type or out of range (see :data:`SETTINGS`),
     a yes/no flag that is neither, method options the method refuses (``r: 0``, an unknown option), or a class
     count the prompt cannot give (:func:`pipeline.engine.task.out_channels`)."""
@@ -109,7 +115,7 @@ def check_settings(method: str | None = None, method_options: dict | None = None
         except PipelineError as error:
             raise PipelineError(f"--method_options: {error}") from None
     if "num_classes" in settings:
-        out_channels(settings["num_classes"], prompt)
+        out_channels(settings["num_classes"], prompt, class_boxes)
 
 
 def check_bundle_settings(**settings) -> bool:
@@ -139,9 +145,9 @@ def check_bundle_call(check, **arguments) -> bool:
     return _ending_the_run(check, **arguments)
 
 
-def check_bundle_checkpoint(checkpoint: str | None, hint: str) -> bool:
+def check_bundle_checkpoint(checkpoint: str | None, hint: str, backbone: str | None = None) -> bool:
     """:func:`check_checkpoint` for a bundle config: missing weights end the run with one line."""
-    return _ending_the_run(check_checkpoint, checkpoint=checkpoint, hint=hint)
+    return _ending_the_run(check_checkpoint, checkpoint=checkpoint, hint=hint, backbone=backbone)
 
 
 def check_inputs(input: str | None = None, dataset_dir: str | None = None, split: str | None = None,

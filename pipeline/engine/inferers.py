@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import torch
 from monai.inferers import Inferer
+from monai.utils import convert_to_dst_type
+
+from pipeline.engine.prompts import NO_CLASS
+from pipeline.errors import PipelineError
 
 
 class ObjectBoxInferer(Inferer):
@@ -33,3 +37,86 @@ class ObjectBoxInferer(Inferer):
         if self.keep_objects and logits.shape[1] > 1:
             return torch.cat([union, logits], dim=1)
         return union
+
+
+NO_OBJECT = -1.0e4
+"""The logit of a class where none of its boxes reaches: far below the background's 0 (:class:`VolumeBoxInferer`)."""
+
+
+class VolumeBoxInferer(Inferer):
+    """MedSAM's 3D box protocol: a 2D box-prompted network segments a volume ``(1, C, rows, columns, slices)``
+    slice by slice inside each 3D box, and slices outside a box are background.
+
+    ``boxes`` ``(1, N, 7)`` holds rows ``[class, x0, y0, z0, x1, y1, z1]``
+    (:class:`pipeline.engine.prompts.VolumeBoxesd`). Each box gives every slice it spans a 2D box:
+
+    * ``propagate=False``: the 3D box's own ``(x0, y0, x1, y1)`` on every slice;
+    * ``propagate=True`` (MedSAM's LiteMedSAM 3D inference): only the key slice, the box's middle one, gets it;
+      each further slice, going up and down from there, is prompted with the box of its neighbour's predicted
+      mask widened by MedSAM's 3 pixels at 256 (:data:`PROPAGATION_MARGIN` of the longest side), and falls back
+      to the 3D box's extent when the neighbour's mask is empty.
+
+    The output has ``num_classes`` channels for an argmax: background is a constant 0 and each class is the
+    voxel-wise maximum of its boxes' logits (:data:`NO_OBJECT` outside them), so a voxel is the class with the
+    highest logit above 0, else background -- exactly the sigmoid threshold of a single-class box model.
+    """
+
+    PROPAGATION_MARGIN = 3 / 256
+
+    def __init__(self, num_classes: int = 2, slice_batch_size: int = 4, propagate: bool = False) -> None:
+        super().__init__()
+        self.num_classes, self.slice_batch_size, self.propagate = num_classes, slice_batch_size, propagate
+
+    def __call__(self, inputs: torch.Tensor, network, *args, boxes: torch.Tensor | None = None, **kwargs):
+        if boxes is None or inputs.shape[0] != 1 or boxes.dim() != 3 or boxes.shape[-1] != 7:
+            shape = None if boxes is None else tuple(boxes.shape)
+            raise PipelineError(f"3D box prompting takes one volume (1, C, rows, columns, slices) and boxes "
+                                f"(1, N, 7) of [class, x0, y0, z0, x1, y1, z1], got {tuple(inputs.shape)} and {shape}")
+        volume = torch.as_tensor(inputs)[0]
+        logits = volume.new_full((self.num_classes, *volume.shape[1:]), NO_OBJECT)
+        logits[0] = 0.0
+        for row in boxes[0].tolist():
+            if row[0] == NO_CLASS:
+                continue
+            label, (x0, y0, z0, x1, y1, z1) = int(row[0]), [int(round(v)) for v in row[1:]]
+            if not 1 <= label < self.num_classes:
+                raise PipelineError(f"a box prompts class {label}, but the model has classes 1..{self.num_classes - 1}")
+            z1 = min(z1, volume.shape[-1] - 1)
+            box = [float(x0), float(y0), float(x1), float(y1)]
+            segment = self._propagated if self.propagate else self._every_slice
+            logits[label, ..., z0 : z1 + 1] = torch.maximum(logits[label, ..., z0 : z1 + 1],
+                                                            segment(network, volume, box, z0, z1))
+        return convert_to_dst_type(logits[None], dst=inputs)[0]
+
+    def _slices(self, network, volume: torch.Tensor, indices: list[int], boxes: list[list[float]]) -> torch.Tensor:
+        """The network's logits ``(rows, columns, len(indices))`` for those slices, each with its own 2D box."""
+        planes = []
+        for start in range(0, len(indices), self.slice_batch_size):
+            chunk = indices[start : start + self.slice_batch_size]
+            images = volume[..., chunk].permute(3, 0, 1, 2)
+            prompts = volume.new_tensor(boxes[start : start + self.slice_batch_size])
+            planes.append(network(images, boxes=prompts)[:, 0])
+        return torch.cat(planes).permute(1, 2, 0)
+
+    def _every_slice(self, network, volume, box, z0, z1) -> torch.Tensor:
+        indices = list(range(z0, z1 + 1))
+        return self._slices(network, volume, indices, [box] * len(indices))
+
+    def _propagated(self, network, volume, box, z0, z1) -> torch.Tensor:
+        rows, columns = volume.shape[1:3]
+        margin = self.PROPAGATION_MARGIN * max(rows, columns)
+        out = volume.new_full((rows, columns, z1 - z0 + 1), NO_OBJECT)
+        key = (z0 + z1) // 2
+        out[..., key - z0] = self._slices(network, volume, [key], [box])[..., 0]
+        for order in (range(key + 1, z1 + 1), range(key - 1, z0 - 1, -1)):
+            previous = key
+            for z in order:
+                mask = out[..., previous - z0] > 0
+                prompt = box
+                if bool(mask.any()):
+                    ys, xs = torch.nonzero(mask, as_tuple=True)
+                    prompt = [max(float(xs.min()) - margin, 0.0), max(float(ys.min()) - margin, 0.0),
+                              min(float(xs.max()) + margin, columns - 1.0), min(float(ys.max()) + margin, rows - 1.0)]
+                out[..., z - z0] = self._slices(network, volume, [z], [prompt])[..., 0]
+                previous = z
+        return out

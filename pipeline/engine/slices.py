@@ -1,4 +1,4 @@
-"""Epoch-wise slice draws for 2D backbones trained on 3D volumes (:class:`pipeline.data.slices.SliceDataset`).
+"""Training 2D backbones on slices of 3D volumes (:class:`pipeline.data.slices.SliceDataset`).
 
 A ``SliceDataset`` draws a fixed set of slices per volume; without a redraw every epoch would see the same few
 slices of each few-shot volume. :class:`ResampleSlices` redraws them (deterministically, by epoch) when a trainer
@@ -8,8 +8,25 @@ epoch starts, so a resumed run draws the same slices as an uninterrupted one.
 from __future__ import annotations
 
 from ignite.engine import Engine, Events
+from monai.transforms import Resized, SpatialPadd, Transform
 
 from pipeline.data.slices import SliceDataset
+from pipeline.models.sam import SamInput
+
+
+def input_resizing(preprocessing: SamInput, keys=("image", "label"), modes=("area", "nearest")) -> list[Transform]:
+    """Transforms bringing training slices to the network's own input grid (``network.preprocessing``).
+
+    Training slices are batched, so they must share one size; resizing them the way the network itself does
+    (:meth:`pipeline.models.sam.SamSegmenter.prepare`: longest side + bottom/right padding for SAM and LiteMedSAM,
+    a square stretch for MedSAM ViT-B) makes the batch exactly what the network sees at evaluation, where whole
+    slices of any size go in, and the label and its box prompt follow the image.
+    """
+    size = preprocessing.image_size
+    if preprocessing.resize == "square":
+        return [Resized(keys, spatial_size=(size, size), mode=modes)]
+    return [Resized(keys, spatial_size=size, size_mode="longest", mode=modes),
+            SpatialPadd(keys, spatial_size=(size, size), method="end")]
 
 
 class ResampleSlices:

@@ -16,13 +16,17 @@ from monai.transforms import AsDiscrete, Compose, MapTransform
 from pipeline.errors import PipelineError
 
 
-def out_channels(num_classes: int, prompt: str = "none") -> int:
+def out_channels(num_classes: int, prompt: str = "none", class_boxes: bool = False) -> int:
     """The network's logit channels for ``num_classes`` classes (background included) under ``prompt``.
 
-    ``"box"``: one object per box, so exactly two classes and one sigmoid map. ``"text"`` (CLIPSeg): one map per
-    text prompt, so one prompt is one sigmoid map and K prompts are K + 1 softmax maps (background included).
-    ``"none"``: one softmax map per class.
+    ``"box"``: one object per box, so one sigmoid map, and exactly two classes -- unless ``class_boxes``: then the
+    inferer prompts each foreground class with its own boxes and assembles the classes itself
+    (:class:`pipeline.engine.inferers.VolumeBoxInferer`). ``"text"`` (CLIPSeg): one map per text prompt, so one
+    prompt is one sigmoid map and K prompts are K + 1 softmax maps (background included). ``"none"``: one softmax
+    map per class.
     """
+    if prompt == "box" and class_boxes:
+        return 1
     if prompt == "box" and num_classes != 2:
         raise PipelineError(f"prompt box segments the one object in each box, so num_classes must be 2 (background "
                             f"and the object), got {num_classes} (--num_classes); use --prompt none for more classes")

@@ -21,7 +21,7 @@ from torch import nn
 from pipeline.errors import PipelineError
 from pipeline.models.clipseg import CLIPSegSegmenter, build_clipseg
 from pipeline.models.feature_cache import FeatureCache
-from pipeline.models.litemedsam import build_litemedsam
+from pipeline.models.litemedsam import SHIPPED, build_litemedsam
 from pipeline.models.sam import SamInput, SamSegmenter, SamViTSize, build_sam_vit
 from pipeline.models.swin_unetr import SwinUNETRSegmenter, build_swin_unetr
 
@@ -35,6 +35,9 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "clipseg": build_clipseg,
 }
 
+SHIPPED_WEIGHTS = ("litemedsam",)
+"""Backbones whose pretrained weights come with the install: their ``checkpoint`` may be :data:`SHIPPED`."""
+
 
 def build_backbone(name: str, **kwargs) -> nn.Module:
     """The backbone registered as ``name``; ``kwargs`` go to its builder (``checkpoint``, ``num_classes``,
@@ -46,6 +49,8 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
 
 __all__ = [
     "BACKBONES",
+    "SHIPPED",
+    "SHIPPED_WEIGHTS",
     "CLIPSegSegmenter",
     "FeatureCache",
     "SamInput",

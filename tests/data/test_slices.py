@@ -45,3 +45,17 @@ def test_foreground_aware_sampling_is_deterministic():
 def test_assemble_refuses_duplicates():
     with pytest.raises(PipelineError, match="occurs twice"):
         assemble_volume([np.zeros((2, 2))] * 2, [1, 1], depth=3)
+
+
+@pytest.mark.parametrize(("axis", "rows", "columns"), [(2, 1, 0), (1, 2, 0), (0, 2, 1)])
+def test_slice_layout_puts_the_slice_axis_last_and_the_plane_in_rows_columns_order(axis, rows, columns):
+    from monai.transforms import Transposed
+
+    from pipeline.data.slices import slice_layout
+
+    volume = torch.zeros(1, 3, 4, 5)  # (C, x, y, z)
+    moved = Transposed("image", indices=slice_layout(axis))({"image": volume})["image"]
+    sizes = volume.shape[1:]
+    assert moved.shape == (1, sizes[rows], sizes[columns], sizes[axis])
+    with pytest.raises(PipelineError, match=r"slice_axis must be 0, 1 or 2"):
+        slice_layout(3)

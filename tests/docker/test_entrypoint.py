@@ -17,7 +17,7 @@ from tests.docker.docker_files import DOCKER, REPO
 
 ENTRYPOINT = DOCKER / "entrypoint.sh"
 MODES = ("train", "evaluate", "inference", "multi_gpu_train")
-BUNDLES = ("litemedsam_dka_polyp", "swin_unetr_dka_hippocampus", "medsam_dka_ct")
+BUNDLES = ("litemedsam_dka_polyp", "swin_unetr_dka_hippocampus", "sam_slices_dka")
 
 
 @pytest.fixture()

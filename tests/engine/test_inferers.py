@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pipeline.engine.inferers import ObjectBoxInferer
@@ -53,3 +54,75 @@ def test_keep_objects_puts_each_box_s_logits_after_the_union_and_split_objects_m
     assert [int(m.sum()) for m in split["objects"]] == [25, 50]
     single = ObjectBoxInferer(keep_objects=True)(image, network, boxes=boxes[:, :1])
     assert single.shape == (1, 1, 20, 30) and "objects" not in SplitObjectsd()({"pred": single[0]})
+
+
+class _BoxEcho(torch.nn.Module):
+    """A box-prompted stand-in: logit +1 inside each slice's box, -1 outside, and every call recorded."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, images, boxes):
+        self.calls.append((images[:, 0, 0, 0].tolist(), boxes.tolist()))
+        out = -torch.ones(images.shape[0], 1, *images.shape[-2:])
+        for index, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
+            out[index, 0, y0 : y1 + 1, x0 : x1 + 1] = 1.0
+        return out
+
+
+def _volume(slices=8):
+    volume = torch.zeros(1, 1, 10, 12, slices)
+    volume[0, 0, 0, 0] = torch.arange(slices, dtype=torch.float32)  # each slice says which it is
+    return volume
+
+
+def test_a_3d_box_prompts_every_slice_it_spans_and_leaves_the_rest_background():
+    from pipeline.engine.inferers import NO_OBJECT, VolumeBoxInferer
+
+    network = _BoxEcho()
+    boxes = torch.tensor([[[2.0, 1.0, 2.0, 2.0, 5.0, 4.0, 4.0], [1.0, 6.0, 6.0, 3.0, 8.0, 8.0, 3.0]]])
+    logits = VolumeBoxInferer(num_classes=3, slice_batch_size=2)(_volume(), network, boxes=boxes)
+    assert logits.shape == (1, 3, 10, 12, 8)
+    assert torch.all(logits[0, 0] == 0), "background is the constant 0 of the argmax"
+    label = logits[0].argmax(dim=0)
+    assert torch.all(label[2:5, 1:6, 2:5] == 2) and int((label == 2).sum()) == 3 * 5 * 3, "rows y, columns x"
+    assert torch.all(label[6:9, 6:9, 3] == 1) and int((label == 1).sum()) == 9
+    assert logits[0, 2, 0, 0, 0] == NO_OBJECT and logits[0, 1, 0, 0, 0] == NO_OBJECT
+    seen = sorted(int(index) for images, _ in network.calls for index in images)
+    assert seen == [2, 3, 3, 4], "only the slices inside each box are run"
+
+
+def test_propagation_prompts_the_key_slice_with_the_box_and_the_others_with_their_neighbour_s_mask():
+    from pipeline.engine.inferers import VolumeBoxInferer
+
+    class Shrinking(_BoxEcho):
+        """Predicts the box less one pixel on each side, so each propagated box is the previous one shrunk."""
+
+        def forward(self, images, boxes):
+            self.calls.append((images[:, 0, 0, 0].tolist(), boxes.tolist()))
+            out = -torch.ones(images.shape[0], 1, *images.shape[-2:])
+            for index, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
+                out[index, 0, y0 + 1 : y1, x0 + 1 : x1] = 1.0
+            return out
+
+    network = Shrinking()
+    boxes = torch.tensor([[[1.0, 0.0, 0.0, 1.0, 11.0, 9.0, 5.0]]])
+    VolumeBoxInferer(num_classes=2, propagate=True)(_volume(), network, boxes=boxes)
+    order = [(int(images[0]), box[0]) for images, box in network.calls]
+    assert [z for z, _ in order] == [3, 4, 5, 2, 1], "the middle slice first, then up, then down"
+    assert order[0][1] == [0.0, 0.0, 11.0, 9.0], "the key slice gets the 3D box's extent"
+    margin = 3 / 256 * 12
+    assert order[1][1] == [1.0 - margin, 1.0 - margin, 10.0 + margin, 8.0 + margin], "the neighbour's mask box"
+    assert order[3][1] == order[1][1], "going down starts again from the key slice's mask"
+
+
+def test_3d_box_prompting_refuses_boxes_it_cannot_place():
+    from pipeline.engine.inferers import VolumeBoxInferer
+    from pipeline.errors import PipelineError
+
+    inferer = VolumeBoxInferer(num_classes=2)
+    with pytest.raises(PipelineError, match=r"a box prompts class 2, but the model has classes 1..1"):
+        inferer(_volume(), _BoxEcho(), boxes=torch.tensor([[[2.0, 0, 0, 0, 1, 1, 1]]]))
+    with pytest.raises(PipelineError, match=r"boxes \(1, N, 7\)"):
+        inferer(_volume(), _BoxEcho(), boxes=torch.zeros(1, 4))

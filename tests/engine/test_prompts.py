@@ -178,18 +178,20 @@ def test_a_box_outside_the_image_names_the_file_and_a_side_past_the_border_is_cu
 
 
 @pytest.mark.parametrize(("value", "box"), [("38,5,430,338", [38.0, 5.0, 430.0, 338.0]),
-                                            ((1, 2, 3, 4), [1.0, 2.0, 3.0, 4.0]), ("1 2 3.5 4", [1.0, 2.0, 3.5, 4.0])])
+                                            ((1, 2, 3, 4), [1.0, 2.0, 3.0, 4.0]), ("1 2 3.5 4", [1.0, 2.0, 3.5, 4.0]),
+                                            ("1,2,3,4,5,6", [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])])
 def test_a_box_is_read_from_the_forms_a_command_line_gives(value, box):
     from pipeline.engine.prompts import parse_box
 
     assert parse_box(value) == box
 
 
-@pytest.mark.parametrize("value", ["1,2,3", "5,2,3,4", "1,5,3,4", "a,b,c,d", "-1,0,3,4", None])
+@pytest.mark.parametrize("value", ["1,2,3", "5,2,3,4", "1,5,3,4", "a,b,c,d", "-1,0,3,4", None, "1,2,3,4,5",
+                                   "1,2,7,4,5,6", "1,2,3,4,1,6", "1,2,3,4,5,2"])
 def test_a_malformed_box_is_one_error_naming_the_option(value):
     from pipeline.engine.prompts import parse_box
 
-    with pytest.raises(PipelineError, match=r"^--box: a box is four pixel coordinates x0,y0,x1,y1"):
+    with pytest.raises(PipelineError, match=r"^--box: a box is x0,y0,x1,y1 \(2D\) or x0,y0,z0,x1,y1,z1 \(3D\)"):
         parse_box(value)
 
 
@@ -208,8 +210,65 @@ def test_prompts_files_in_json_csv_and_kvasir_layout_map_inputs_to_their_boxes(t
     (tmp_path / "bad.csv").write_text("name,a\nx,1\n")
     with pytest.raises(PipelineError, match=r"bad.csv: a CSV needs a header image,x0,y0,x1,y1"):
         read_prompts(tmp_path / "bad.csv")
+    (tmp_path / "c.csv").write_text("image,x0,y0,z0,x1,y1,z1\nct.nii.gz,1,2,3,4,5,6\n")
+    assert read_prompts(tmp_path / "c.csv") == {"ct.nii.gz": [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]}, "a volume's box"
     (tmp_path / "bad.json").write_text(json.dumps({"one.jpg": [3, 2, 1, 4]}))
-    with pytest.raises(PipelineError, match=r"bad.json, entry 'one.jpg': a box is four"):
+    with pytest.raises(PipelineError, match=r"bad.json, entry 'one.jpg': a box is x0,y0,x1,y1"):
         read_prompts(tmp_path / "bad.json")
     with pytest.raises(PipelineError, match=r"prompts file .*missing.json does not exist \(--prompts\)"):
         read_prompts(tmp_path / "missing.json")
+
+
+def test_a_3d_box_moves_with_the_volume_into_the_slice_layout_and_comes_out_as_x_y_z():
+    """A user box in voxel indices (x, y, z) of the loaded (C, x, y, z) volume, through the slice bundle's axial
+    layout (C, y, x, z), is read back as the same (x, y, z) box: x along the columns, y down the rows."""
+    from monai.transforms import Compose, Transposed
+
+    from pipeline.data.slices import slice_layout
+    from pipeline.engine.prompts import BoxMaskd, VolumeBoxesd
+
+    image = MetaTensor(torch.zeros(1, 30, 20, 10))
+    chain = Compose([BoxMaskd(), Transposed(["image", "box_mask"], indices=slice_layout(2)), VolumeBoxesd()])
+    out = chain({"image": image, "prompt_boxes": [[3, 4, 5, 12, 15, 8], [0, 0, 0, 29, 19, 9]]})
+    assert out["image"].shape == (1, 20, 30, 10) and "box_mask" not in out
+    assert out["box"].tolist() == [[1.0, 3.0, 4.0, 5.0, 12.0, 15.0, 8.0], [1.0, 0.0, 0.0, 0.0, 29.0, 19.0, 9.0]]
+    flat = MetaTensor(torch.zeros(1, 30, 20), meta={"filename_or_obj": "frame.png"})
+    with pytest.raises(PipelineError, match=r"frame.png has 2 spatial axes, so its boxes are x0,y0,x1,y1"):
+        BoxMaskd()({"image": flat, "prompt_boxes": [[1, 2, 3, 4, 5, 6]]})
+    with pytest.raises(PipelineError, match=r"lies outside the 30x20x10 image"):
+        BoxMaskd()({"image": image, "prompt_boxes": [[1, 2, 10, 4, 5, 12]]})
+
+
+def test_volume_boxes_from_a_label_give_each_present_class_its_tight_box_and_nothing_for_an_absent_one():
+    from pipeline.engine.prompts import NO_CLASS, VolumeBoxesd
+
+    label = torch.zeros(1, 8, 9, 6)  # (C, rows, columns, slices)
+    label[0, 1:3, 2:5, 1:4] = 1
+    label[0, 5, 7, 5] = 3
+    image = MetaTensor(torch.zeros(1, 8, 9, 6), meta={"filename_or_obj": "case.nii.gz"})
+    rows = VolumeBoxesd(num_classes=4)({"image": image, "label": label})["box"].tolist()
+    assert rows == [[1.0, 2.0, 1.0, 1.0, 4.0, 2.0, 3.0], [3.0, 7.0, 5.0, 5.0, 7.0, 5.0, 5.0]], "class 2 is absent"
+    empty = VolumeBoxesd(num_classes=4)({"image": image, "label": torch.zeros(1, 8, 9, 6)})["box"]
+    assert empty[:, 0].tolist() == [NO_CLASS]
+    assert "box" not in VolumeBoxesd(prompt="none")({"image": image, "label": label})
+    with pytest.raises(PipelineError, match=r"^case.nii.gz: this model is box-prompted and the volume has no label"):
+        VolumeBoxesd()({"image": image})
+    whole = VolumeBoxesd(whole_image=True)({"image": image})["box"].tolist()
+    assert whole == [[1.0, 0.0, 0.0, 0.0, 8.0, 7.0, 5.0]]
+
+
+def test_rand_class_mask_makes_one_present_class_the_object_and_draws_every_class():
+    from pipeline.engine.prompts import RandClassMaskd
+
+    label = torch.zeros(1, 4, 4)
+    label[0, 0, :2], label[0, 3, 3] = 1, 2
+    pick = RandClassMaskd()
+    pick.set_random_state(0)
+    seen = set()
+    for _ in range(20):
+        out = pick({"label": label})["label"]
+        assert set(out.unique().tolist()) == {0.0, 1.0}
+        seen.add(int(out.sum()))  # 2 pixels: class 1, 1 pixel: class 2
+    assert seen == {1, 2}
+    assert torch.equal(RandClassMaskd(prompt="none")({"label": label})["label"], label)
+    assert torch.equal(pick({"label": torch.zeros(1, 4, 4)})["label"], torch.zeros(1, 4, 4))

@@ -32,3 +32,9 @@ def test_a_box_prompt_with_more_than_two_classes_is_refused_before_anything_is_b
 def test_only_box_prompted_networks_take_the_batch_s_boxes():
     assert prompt_inputs("box") == {"boxes": "box"}
     assert prompt_inputs("none") == {}
+
+
+def test_a_box_prompted_network_with_per_class_boxes_has_one_channel_for_any_number_of_classes():
+    assert [out_channels(n, prompt="box", class_boxes=True) for n in (2, 3, 5)] == [1, 1, 1]
+    check_settings(prompt="box", num_classes=3, class_boxes=True)
+    assert out_channels(3, prompt="none", class_boxes=True) == 3, "prompt-free ignores boxes"
