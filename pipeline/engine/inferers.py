@@ -75,17 +75,20 @@ class VolumeBoxInferer(Inferer):
         volume = torch.as_tensor(inputs)[0]
         logits = volume.new_full((self.num_classes, *volume.shape[1:]), NO_OBJECT)
         logits[0] = 0.0
+        prompts = []
         for row in boxes[0].tolist():
             if row[0] == NO_CLASS:
                 continue
             label, (x0, y0, z0, x1, y1, z1) = int(row[0]), [int(round(v)) for v in row[1:]]
             if not 1 <= label < self.num_classes:
                 raise PipelineError(f"a box prompts class {label}, but the model has classes 1..{self.num_classes - 1}")
-            z1 = min(z1, volume.shape[-1] - 1)
-            box = [float(x0), float(y0), float(x1), float(y1)]
-            segment = self._propagated if self.propagate else self._every_slice
-            logits[label, ..., z0 : z1 + 1] = torch.maximum(logits[label, ..., z0 : z1 + 1],
-                                                            segment(network, volume, box, z0, z1))
+            prompts.append((label, [float(x0), float(y0), float(x1), float(y1)], z0, min(z1, volume.shape[-1] - 1)))
+        if self.propagate:
+            for label, box, z0, z1 in prompts:
+                span = logits[label, ..., z0 : z1 + 1]
+                logits[label, ..., z0 : z1 + 1] = torch.maximum(span, self._propagated(network, volume, box, z0, z1))
+        else:
+            self._every_slice(network, volume, prompts, logits)
         return convert_to_dst_type(logits[None], dst=inputs)[0]
 
     def _slices(self, network, volume: torch.Tensor, indices: list[int], boxes: list[list[float]]) -> torch.Tensor:
@@ -98,9 +101,23 @@ class VolumeBoxInferer(Inferer):
             planes.append(network(images, boxes=prompts)[:, 0])
         return torch.cat(planes).permute(1, 2, 0)
 
-    def _every_slice(self, network, volume, box, z0, z1) -> torch.Tensor:
-        indices = list(range(z0, z1 + 1))
-        return self._slices(network, volume, indices, [box] * len(indices))
+    def _every_slice(self, network, volume: torch.Tensor, prompts: list, logits: torch.Tensor) -> None:
+        """Every slice once, with all the boxes that span it in one call (one encoder pass per slice, one decoder
+        call for its K boxes); consecutive slices spanned by the same boxes go in batches of ``slice_batch_size``."""
+        spanning = {}
+        for z in range(volume.shape[-1]):
+            active = tuple(k for k, (_, _, z0, z1) in enumerate(prompts) if z0 <= z <= z1)
+            if active:
+                spanning.setdefault(active, []).append(z)
+        for active, indices in spanning.items():
+            boxes = volume.new_tensor([prompts[k][1] for k in active])
+            for start in range(0, len(indices), self.slice_batch_size):
+                chunk = indices[start : start + self.slice_batch_size]
+                images = volume[..., chunk].permute(3, 0, 1, 2)
+                out = network(images, boxes=boxes.expand(len(chunk), -1, -1)).permute(1, 2, 3, 0)  # (K, rows, cols, B)
+                for k, box_logits in zip(active, out, strict=True):
+                    label = prompts[k][0]
+                    logits[label, ..., chunk] = torch.maximum(logits[label, ..., chunk], box_logits)
 
     def _propagated(self, network, volume, box, z0, z1) -> torch.Tensor:
         rows, columns = volume.shape[1:3]

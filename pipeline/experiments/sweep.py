@@ -98,13 +98,14 @@ def write_splits(sweep: Sweep) -> dict[str, Path]:
     return paths
 
 
-def budget(sweep: Sweep, n_train: int, batch_size: int) -> dict:
-    """``max_epochs`` and ``val_interval`` (in epochs) giving ``n_train`` images ``sweep.steps`` optimiser steps
+def budget(sweep: Sweep, n_train: int, batch_size: int, samples_per_case: int = 1) -> dict:
+    """``max_epochs`` and ``val_interval`` (in epochs) giving ``n_train`` cases ``sweep.steps`` optimiser steps
     and a validation round every ``sweep.val_every_steps`` steps (rounded to whole epochs); ``{}`` without
-    ``steps``, leaving the bundle's epochs as they are."""
+    ``steps``, leaving the bundle's epochs as they are. An epoch holds ``samples_per_case`` items per case (the
+    slice bundle draws ``slices_per_volume`` slices of each volume)."""
     if sweep.steps is None:
         return {}
-    per_epoch = math.ceil(n_train / batch_size)
+    per_epoch = math.ceil(n_train * samples_per_case / batch_size)
     every = sweep.val_every_steps or per_epoch
     return {"max_epochs": math.ceil(sweep.steps / per_epoch), "val_interval": max(1, round(every / per_epoch))}
 
@@ -158,7 +159,9 @@ def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) ->
         common["cache_dir"] = Path(sweep.output) / "cache"
     chosen = variant(sweep, method)
     n_train = len(json.loads(Path(split_path).read_text())["training"])
-    settings = {**sweep.overrides, **budget(sweep, n_train, int(_bundle_default(sweep, "batch_size"))),
+    samples_per_case = int(_bundle_default(sweep, "slices_per_volume") or 1)
+    steps = budget(sweep, n_train, int(_bundle_default(sweep, "batch_size")), samples_per_case)
+    settings = {**sweep.overrides, **steps,
                 **chosen.settings, "method": chosen.method, "method_options": chosen.options}
     return run_dir, [bundle_command(configs, ["train.json"], **settings, **common),
                      bundle_command(configs, ["train.json", "evaluate.json"], **settings, **common)]

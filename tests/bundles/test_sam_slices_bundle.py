@@ -136,28 +136,19 @@ def test_a_sam_vit_without_its_checkpoint_ends_with_one_clear_line(shared_data, 
     assert not (tmp_path / "run" / "models").exists(), "nothing was built"
 
 
-def _untrained_litemedsam(folder: Path) -> Path:
-    """The shipped LiteMedSAM as an adapter checkpoint (an untrained linear probe): zero-shot through the bundle."""
-    path = folder / "models" / "model.pt"
-    save_adapter(build_network("litemedsam", method="linear_probe", checkpoint="shipped", num_classes=1,
-                               prompt="box"), path)
-    return path
-
-
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_litemedsam_zero_shot_with_3d_boxes_segments_both_hippocampus_classes(shared_data, tmp_path):
     """MedSAM's 3D box protocol on a real MSD volume with the shipped weights: one 3D box per class from the
     label, every slice it spans prompted (then the key slice only, propagated), scored in 3D in mm. Measured on
     this volume: anterior 0.59 / posterior 0.28 Dice (every slice), 0.52 / 0.28 (propagated); a box in the wrong
-    axes, or classes swapped, scores near 0."""
+    axes, or classes swapped, scores near 0. ``zero_shot`` evaluates the backbone as it ships, no model.pt."""
     root = shared_data / "msd_hippocampus"
     name = "hippocampus_001.nii.gz"
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"training": [], "validation": [],
                                  "test": [{"image": f"imagesTr/{name}", "label": f"labelsTr/{name}"}]}))
-    _untrained_litemedsam(tmp_path)
-    common = {"dataset_dir": root, "split": split, "output_dir": tmp_path, "preset": "mr_percentile",
+    common = {"dataset_dir": root, "split": split, "output_dir": tmp_path, "preset": "mr_percentile", "zero_shot": True,
               "num_classes": 3, "class_names": ["anterior", "posterior"], "cache_dir": tmp_path / "cache"}
     dice = {}
     for propagate in (False, True):
@@ -176,10 +167,10 @@ def test_a_user_3d_box_on_the_ct_series_confines_the_prediction_and_keeps_the_ge
     """``--box x0,y0,z0,x1,y1,z1`` in voxel indices of the DICOM series (x = column, y = row, z = slice in the
     series' order): the NIfTI and DICOM-SEG come out on the series' grid, with foreground only inside the box."""
     root = shared_data / "dicom_ct_liver_seg"
-    _untrained_litemedsam(tmp_path)
     box = (300, 180, 1, 450, 330, 2)
     run_in_process("train.json", "inference.json", input=root / "ct-3slice", output_dir=tmp_path,
-                   box=",".join(str(v) for v in box), cache=False)
+                   box=",".join(str(v) for v in box), zero_shot="true", cache=False)
+    assert not (tmp_path / "models").exists(), "zero-shot reads no trained model"
     predictions = tmp_path / "predictions"
     volume = nib.load(predictions / "ct-3slice.nii.gz")
     mask = np.asarray(volume.dataobj) > 0

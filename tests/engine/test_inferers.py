@@ -65,9 +65,11 @@ class _BoxEcho(torch.nn.Module):
 
     def forward(self, images, boxes):
         self.calls.append((images[:, 0, 0, 0].tolist(), boxes.tolist()))
-        out = -torch.ones(images.shape[0], 1, *images.shape[-2:])
-        for index, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
-            out[index, 0, y0 : y1 + 1, x0 : x1 + 1] = 1.0
+        per_image = boxes.reshape(images.shape[0], -1, 4)
+        out = -torch.ones(*per_image.shape[:2], *images.shape[-2:])
+        for index, image_boxes in enumerate(per_image.round().long().tolist()):
+            for k, (x0, y0, x1, y1) in enumerate(image_boxes):
+                out[index, k, y0 : y1 + 1, x0 : x1 + 1] = 1.0
         return out
 
 
@@ -90,7 +92,8 @@ def test_a_3d_box_prompts_every_slice_it_spans_and_leaves_the_rest_background():
     assert torch.all(label[6:9, 6:9, 3] == 1) and int((label == 1).sum()) == 9
     assert logits[0, 2, 0, 0, 0] == NO_OBJECT and logits[0, 1, 0, 0, 0] == NO_OBJECT
     seen = sorted(int(index) for images, _ in network.calls for index in images)
-    assert seen == [2, 3, 3, 4], "only the slices inside each box are run"
+    assert seen == [2, 3, 4], "only the slices inside a box are run, each once with all the boxes spanning it"
+    assert [len(boxes[0]) for images, boxes in network.calls if 3 in images] == [2]
 
 
 def test_propagation_prompts_the_key_slice_with_the_box_and_the_others_with_their_neighbour_s_mask():

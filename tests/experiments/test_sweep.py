@@ -148,8 +148,16 @@ def test_budget_gives_every_training_set_the_same_number_of_steps(config):
     config.steps, config.val_every_steps = 120, 12
     assert budget(config, n_train=5, batch_size=2) == {"max_epochs": 40, "val_interval": 4}
     assert budget(config, n_train=40, batch_size=2) == {"max_epochs": 6, "val_interval": 1}
+    assert budget(config, n_train=5, batch_size=2, samples_per_case=8) == {"max_epochs": 6, "val_interval": 1}
     config.steps = None
     assert budget(config, n_train=5, batch_size=2) == {}
+
+
+def test_a_slice_bundle_s_budget_counts_the_slices_each_volume_gives_an_epoch(config):
+    config.bundle, config.steps, config.val_every_steps = "bundles/sam_slices_dka", 120, 24
+    name, path = next(iter(write_splits(config).items()))  # 2 training cases x 8 slices: 8 steps per epoch
+    args = dict(zip(*(lambda c: (c[6::2], c[7::2]))(planned_run(config, "dka", name, path)[1][0]), strict=False))
+    assert (args["--max_epochs"], args["--val_interval"]) == ("15", "3")
 
 
 def test_planned_commands_carry_the_step_budget_and_the_variant_settings(config):
