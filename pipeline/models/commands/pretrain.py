@@ -87,10 +87,10 @@ def pretraining_pool(dataset_dir: str | Path, split: str | Path | None = None) -
     from pipeline.data.datalist import build_datalist, resolve_paths
     from pipeline.engine.cases import load_split
 
-    parts = load_split(dataset_dir, split)
     datalist = build_datalist(dataset_dir)
     if datalist["layout"] == "2d":
         raise PipelineError(f"{dataset_dir}: pretrain takes 3D volumes; this folder holds 2D images")
+    parts = load_split(dataset_dir, split)
     in_split = {Path(case["image"]).resolve() for cases in parts.values() for case in cases}
     every = resolve_paths(datalist["training"], dataset_dir, f"the cases of {dataset_dir}")
     unused = [case for case in every if Path(case["image"]).resolve() not in in_split]
@@ -110,9 +110,10 @@ def _one_channel_volume(image):
 
 
 def crops(pool: list[dict], preset_name: str, crop: int, seed: int):
-    """A dataset of one random ``crop``-cube per volume (zero-padded when the volume is smaller), intensities in
-    [0, 1]. One crop per volume, so the other crops of a batch, the contrastive negatives, come from other volumes.
-    The loaded and scaled volumes are cached; only the crop is drawn anew at every epoch."""
+    """A dataset of one random ``crop``-cube per volume, intensities in [0, 1]. One crop per volume, so the other
+    crops of a batch, the contrastive negatives, come from other volumes. The loaded and scaled volumes are cached;
+    each epoch draws new crops, zero-padded (after cropping, so the cache holds the smaller unpadded volumes) along
+    the sides where the volume is smaller than the crop."""
     from monai.data import CacheDataset
     from monai.transforms import Lambdad, RandSpatialCropd, SpatialPadd
 
@@ -121,11 +122,16 @@ def crops(pool: list[dict], preset_name: str, crop: int, seed: int):
     transforms = Preprocessing([
         preset(preset_name, keys=("image",)),
         Lambdad("image", _one_channel_volume),
-        SpatialPadd("image", spatial_size=(crop,) * 3),
         RandSpatialCropd("image", roi_size=(crop,) * 3, random_size=False),
+        SpatialPadd("image", spatial_size=(crop,) * 3),
     ])
     transforms.set_random_state(seed)
     return CacheDataset(pool, transforms, progress=False)
+
+
+def budget_spent(step: int, seconds: float, steps: int | None, minutes: float | None) -> bool:
+    """Whether ``step`` steps in ``seconds`` used up the budget: ``steps`` or ``minutes``, whichever ends first."""
+    return (steps is not None and step >= steps) or (minutes is not None and seconds >= minutes * 60)
 
 
 def _forever(loader) -> Iterator[dict]:
@@ -151,11 +157,10 @@ def pretrain(args: argparse.Namespace, pool: list[dict], device) -> dict:
     loss_function = PretextLoss()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=WEIGHT_DECAY)
     setup_seconds = time.perf_counter() - started
-    budget = " and ".join(
-        [f"{args.steps} steps"] * (args.steps is not None) + [f"{args.minutes:g} min"] * (args.minutes is not None)
-    )
+    limits = [] if args.steps is None else [f"{args.steps} steps"]
+    limits += [] if args.minutes is None else [f"{args.minutes:g} min"]
     logger.info(f"pretraining the Swin encoder (feature size {args.feature_size}) on {len(pool)} volumes, "
-                f"{args.crop}^3 crops, batch {args.batch_size}, {device}, budget {budget}")
+                f"{args.crop}^3 crops, batch {args.batch_size}, {device}, budget {' and '.join(limits)}")
     losses: list[dict] = []
     started = time.perf_counter()
     for step, batch in enumerate(_forever(loader), start=1):
@@ -165,7 +170,7 @@ def pretrain(args: argparse.Namespace, pool: list[dict], device) -> dict:
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
-        values = {name: float(value) for name, value in terms.items()}
+        values = {name: float(value.detach()) for name, value in terms.items()}
         if not math.isfinite(values["loss"]):
             raise PipelineError(f"step {step}: the pretraining loss is {values['loss']} ({values}); lower --lr")
         elapsed = time.perf_counter() - started
@@ -173,8 +178,7 @@ def pretrain(args: argparse.Namespace, pool: list[dict], device) -> dict:
         logger.info(f"step {step}{'' if args.steps is None else f'/{args.steps}'}: loss {values['loss']:.4f} "
                     f"(rotation {values['rotation']:.4f}, contrastive {values['contrastive']:.4f}, "
                     f"reconstruction {values['reconstruction']:.4f}), {elapsed / 60:.2f} min")
-        if (args.steps is not None and step >= args.steps) or (
-                args.minutes is not None and elapsed >= args.minutes * 60):
+        if budget_spent(step, elapsed, args.steps, args.minutes):
             break
     encoder = save_encoder(model, Path(args.output) / ENCODER_FILE)
     return {"steps_run": len(losses), "train_seconds": round(elapsed, 3), "setup_seconds": round(setup_seconds, 3),
