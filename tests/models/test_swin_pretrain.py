@@ -11,6 +11,7 @@ from monai.networks.nets import SwinUNETR
 
 from pipeline.errors import PipelineError
 from pipeline.models import build_backbone
+from pipeline.models.commands.pretrain import LEARNING_RATE
 from pipeline.models.swin_pretrain import (
     ENCODER_FILE,
     MAX_MASKED,
@@ -125,13 +126,13 @@ def test_feature_size_must_be_a_multiple_of_12():
 
 @pytest.mark.slow
 def test_gradients_reach_every_head_and_a_fixed_batch_is_learned():
-    """Four steps on one pair of views (about 25 s a step on the 2-core CPU)."""
+    """Three steps on one pair of views, then the loss again (about 25 s a step on the 2-core CPU)."""
     model = SwinPretrainer(feature_size=12).train()
     maker = PretextViews(CROP).set_random_state(0)
     crops = torch.rand(2, 1, CROP, CROP, CROP)
     views = (maker(crops), maker(crops))
     loss = PretextLoss()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
     totals = []
     for step in range(4):
         terms = loss(tuple(model(view.masked) for view in views), views)
