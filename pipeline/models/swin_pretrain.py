@@ -12,9 +12,9 @@ pretext tasks solved from one shared Swin encoder, so the encoder learns anatomy
 
 The loss is their unweighted sum, as in the paper. As in MONAI's reference script
 (``research-contributions/SwinUNETR/Pretrain``), the rotation head reads bottleneck token 0 and the contrastive head
-token 1 (the last stage's attention window spans the whole bottleneck, so each token sees the crop), and the
-reconstruction head is its "vae" decoder. One departure: the cutout noise is uniform on [0, 1], the intensity range
-every preset maps to, instead of min-max scaled Gaussian noise.
+token 1 (up to 112-voxel crops the last stage attends over all its tokens in one window, so each of them sees
+the whole crop), and the reconstruction head is its "vae" decoder. One departure: the cutout noise is uniform on
+[0, 1], the intensity range every preset maps to, instead of min-max scaled Gaussian noise.
 
 Only the encoder is kept: :func:`save_encoder` writes it in the key layout of MONAI's released
 ``model_swinvit.pt``, which :meth:`pipeline.models.swin_unetr.SwinUNETRSegmenter.load_encoder` (and MONAI's own

@@ -50,9 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=2,
                         help="crops per step, at least 2 (the other crops are the contrastive negatives)")
     parser.add_argument("--lr", type=float, default=LEARNING_RATE,
-                        help="AdamW learning rate, constant (the reference's 4e-4 comes with a 500-step warm-up "
-                             "that a budget in minutes cannot plan; 4e-4 from the first step threw the rotation "
-                             "loss up in our short runs)")
+                        help="AdamW learning rate, constant (the reference uses 4e-4 after a 500-step warm-up, "
+                             "which a budget in minutes cannot plan)")
     parser.add_argument("--preset", default="mr_percentile", help=f"intensity preset: {' or '.join(PRESETS)}")
     parser.add_argument("--seed", type=int, default=0, help="seeds the model, the crops, the views and the order")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
