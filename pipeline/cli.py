@@ -27,6 +27,7 @@ COMMANDS = {
     "sweep": ("pipeline.experiments.commands.sweep", "train and evaluate a bundle per method, fraction and seed"),
     "report": ("pipeline.experiments.commands.report", "re-render a sweep's table and plots from its results.csv"),
     "erf": ("pipeline.analysis.commands.erf", "effective receptive field of an encoder, frozen or adapted"),
+    "pretrain": ("pipeline.models.commands.pretrain", "self-supervised pretraining of Swin-UNETR's encoder on volumes"),
     "predict": ("pipeline.engine.commands.predict", "segment new cases with a trained model: -m model.pt -i IN -o OUT"),
     "demo": ("pipeline.engine.commands.demo", "split, train, evaluate and infer a bundle on the synthetic demo data"),
 }

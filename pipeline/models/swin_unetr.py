@@ -22,6 +22,9 @@ from pipeline.models.pretrained import load_into
 from pipeline.peft.spec import BlockSite, ChannelsLast, PeftSpec
 
 STAGES = ("layers1", "layers2", "layers3", "layers4")
+DEPTHS = (2, 2, 2, 2)  # Swin blocks per stage, and attention heads per stage: Swin-UNETR's (and its pretraining's)
+NUM_HEADS = (3, 6, 12, 24)
+SSL_PREFIX = "module."  # the pretraining script saved its encoder from a DataParallel wrapper
 # Input sides must be multiples of patch_size ** 5 (the encoder halves the resolution five times).
 DIVISOR = 2**5
 
@@ -30,9 +33,15 @@ def _ssl_keys_to_encoder(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     """Pretraining layout (``module.`` prefix, ``mlp.fc1``) or a saved SwinUNETR -> keys inside ``swinViT``."""
     renamed = {}
     for key, value in state.items():
-        key = key.removeprefix("module.").removeprefix("swinViT.").removeprefix("swin_vit.")
+        key = key.removeprefix(SSL_PREFIX).removeprefix("swinViT.").removeprefix("swin_vit.")
         renamed[re.sub(r"\.mlp\.fc([12])\.", r".mlp.linear\1.", key)] = value
     return renamed
+
+
+def encoder_keys_to_ssl(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys inside ``swinViT`` -> the pretraining layout, the inverse of :func:`_ssl_keys_to_encoder`: our own
+    pretraining writes the file MONAI's released ``model_swinvit.pt`` is, so one loader serves both."""
+    return {SSL_PREFIX + re.sub(r"\.mlp\.linear([12])\.", r".mlp.fc\1.", key): value for key, value in state.items()}
 
 
 def _outside_encoder(key: str) -> bool:
@@ -50,7 +59,7 @@ class SwinUNETRSegmenter(SwinUNETR):
     """
 
     def __init__(self, spatial_dims: int = 3, in_channels: int = 1, num_classes: int = 2, feature_size: int = 48,
-                 depths: Sequence[int] = (2, 2, 2, 2), num_heads: Sequence[int] = (3, 6, 12, 24), **kwargs):
+                 depths: Sequence[int] = DEPTHS, num_heads: Sequence[int] = NUM_HEADS, **kwargs):
         if spatial_dims not in (2, 3):
             raise PipelineError(f"swin_unetr needs spatial_dims 2 or 3, got {spatial_dims}")
         if feature_size % 12 != 0:

@@ -1,0 +1,1 @@
+"""``python -m pipeline`` subcommands that train backbones themselves."""
