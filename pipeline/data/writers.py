@@ -41,32 +41,37 @@ def _label_dtype(label: np.ndarray):
 
 
 def write_nifti(label, affine, path: str | Path) -> Path:
-    """NIfTI label map whose sform and qform are ``affine`` (RAS), so it overlays the image it came from."""
-    import nibabel as nib
+    """NIfTI label map whose sform and qform are ``affine`` (RAS), so it overlays the image it came from: MONAI's
+    ``NibabelWriter`` without resampling (its output has our former hand-written writer's exact bytes of data and
+    geometry, checked when it replaced it)."""
+    from monai.data import NibabelWriter
 
-    label = _spatial(label, 3)
+    label = np.rint(_spatial(label, 3))
     affine = np.asarray(affine.detach().cpu() if hasattr(affine, "detach") else affine, dtype=np.float64)
-    image = nib.Nifti1Image(np.rint(label).astype(_label_dtype(label)), affine)
-    image.set_sform(affine, code=1)
-    image.set_qform(affine, code=1)
+    writer = NibabelWriter(output_dtype=_label_dtype(label))
+    writer.set_data_array(label[None], channel_dim=0)
+    writer.set_metadata({"affine": affine, "original_affine": affine}, resample=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(image, path)
+    writer.write(str(path), verbose=False)
     return path
 
 
 def write_png_mask(label, path: str | Path) -> Path:
-    """PNG of a 2D ``(x, y)`` label: 0/255 when it has one class (what viewers and Kvasir masks use), values
-    otherwise."""
-    from PIL import Image
+    """PNG of a 2D ``(x, y)`` label with MONAI's ``PILWriter`` (which writes MONAI's ``(x, y)`` as rows = y): 0/255
+    when it has one class (what viewers and Kvasir masks use), values otherwise."""
+    from monai.data import PILWriter
 
-    label = np.rint(_spatial(label, 2)).astype(np.int64)
+    label = np.rint(_spatial(label, 2))
     if label.ndim != 2:
         raise PipelineError(f"{path}: a PNG mask needs a 2D label, got shape {label.shape}")
-    pixels = (label > 0).astype(np.uint8) * 255 if label.max(initial=0) <= 1 else label.astype(np.uint8)
+    binary = label.max(initial=0) <= 1
+    writer = PILWriter(output_dtype=np.uint8, scale=255 if binary else None)
+    writer.set_data_array((label > 0 if binary else label).astype(np.float32)[None], channel_dim=0)
+    writer.set_metadata({}, resample=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(pixels.T)).save(path)
+    writer.write(str(path), verbose=False)
     return path
 
 

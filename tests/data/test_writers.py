@@ -62,3 +62,26 @@ def test_overlay_draws_the_box_prompts_and_each_object_gets_its_own_mask(tmp_pat
     assert tuple(overlay[3, 20]) == tuple(overlay[25, 20]) == tuple(overlay[15, 5]) == BOX_COLOUR, "box edges"
     assert tuple(overlay[15, 20]) == (0, 0, 0), "inside the box the image shows"
     assert (np.asarray(Image.open(written[3])) > 0).sum() == 100
+
+
+def test_label_files_keep_the_values_viewers_expect_and_both_nifti_transforms(tmp_path):
+    """One class: PNG 0/255 (Kvasir's mask convention); more classes: the class values; (x, y) arrays become
+    rows = y. NIfTI: uint8 labels, sform and qform both the affine (code 1), so every viewer places it alike."""
+    import nibabel as nib
+
+    from pipeline.data.writers import write_nifti, write_png_mask
+
+    label = np.zeros((40, 30))
+    label[5:20, 3:9] = 1
+    binary = np.asarray(Image.open(write_png_mask(label, tmp_path / "one.png")))
+    assert binary.shape == (30, 40) and set(np.unique(binary)) == {0, 255} and binary[3, 5] == 255
+    label[30:35, 20:25] = 2
+    classes = np.asarray(Image.open(write_png_mask(label, tmp_path / "two.png")))
+    assert set(np.unique(classes)) == {0, 1, 2} and classes[22, 32] == 2
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    affine[:3, 3] = [-100.0, 20.0, 7.5]
+    saved = nib.load(write_nifti(np.stack([label] * 3, axis=-1), affine, tmp_path / "label.nii.gz"))
+    assert saved.get_data_dtype() == np.uint8 and saved.shape == (40, 30, 3)
+    for transform, code in (saved.header.get_sform(coded=True), saved.header.get_qform(coded=True)):
+        np.testing.assert_allclose(transform, affine, atol=1e-5)
+        assert code == 1
