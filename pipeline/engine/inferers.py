@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import torch
 from monai.inferers import Inferer
-from monai.utils import convert_to_dst_type
+from monai.utils import convert_to_dst_type, convert_to_tensor
 
 from pipeline.engine.prompts import NO_CLASS
 from pipeline.errors import PipelineError
+from pipeline.options import flag
 
 
 class ObjectBoxInferer(Inferer):
@@ -65,14 +66,16 @@ class VolumeBoxInferer(Inferer):
 
     def __init__(self, num_classes: int = 2, slice_batch_size: int = 4, propagate: bool = False) -> None:
         super().__init__()
-        self.num_classes, self.slice_batch_size, self.propagate = num_classes, slice_batch_size, propagate
+        self.num_classes, self.slice_batch_size = num_classes, slice_batch_size
+        self.propagate = flag("propagate", propagate)
 
     def __call__(self, inputs: torch.Tensor, network, *args, boxes: torch.Tensor | None = None, **kwargs):
         if boxes is None or inputs.shape[0] != 1 or boxes.dim() != 3 or boxes.shape[-1] != 7:
             shape = None if boxes is None else tuple(boxes.shape)
             raise PipelineError(f"3D box prompting takes one volume (1, C, rows, columns, slices) and boxes "
                                 f"(1, N, 7) of [class, x0, y0, z0, x1, y1, z1], got {tuple(inputs.shape)} and {shape}")
-        volume = torch.as_tensor(inputs)[0]
+        # a plain tensor: MetaTensor's per-operation metadata handling would run inside every layer of the network
+        volume = convert_to_tensor(inputs, track_meta=False)[0]
         logits = volume.new_full((self.num_classes, *volume.shape[1:]), NO_OBJECT)
         logits[0] = 0.0
         prompts = []

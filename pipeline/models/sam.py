@@ -275,7 +275,9 @@ class SamSegmenter(nn.Module):
         """Logits ``(B, 1, H, W)`` for one box per image, ``(B, K, H, W)`` for ``(B, K, 4)`` boxes (channel ``k``
         is box ``k``'s object: one encoder pass per image, one decoder call for all boxes), and
         ``(B, num_classes, H, W)`` prompt-free."""
-        encoder_input, geometry = self.prepare(image)
+        # MetaTensor's per-operation metadata handling would run inside every layer: the network works on the plain
+        # tensor and only its output takes the input's metadata back
+        encoder_input, geometry = self.prepare(image.as_tensor() if isinstance(image, MetaTensor) else image)
         embeddings = self.encode(encoder_input)
         sparse, dense = self._prompt_embeddings(boxes, geometry, image.shape[0])
         per_image = sparse.shape[0] // image.shape[0]

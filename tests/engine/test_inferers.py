@@ -129,3 +129,19 @@ def test_3d_box_prompting_refuses_boxes_it_cannot_place():
         inferer(_volume(), _BoxEcho(), boxes=torch.tensor([[[2.0, 0, 0, 0, 1, 1, 1]]]))
     with pytest.raises(PipelineError, match=r"boxes \(1, N, 7\)"):
         inferer(_volume(), _BoxEcho(), boxes=torch.zeros(1, 4))
+
+
+def test_propagate_reads_a_yes_no_flag_as_the_command_line_gives_it_and_the_network_gets_plain_tensors():
+    from monai.data import MetaTensor
+
+    from pipeline.engine.inferers import VolumeBoxInferer
+    from pipeline.errors import PipelineError
+
+    assert VolumeBoxInferer(propagate="false").propagate is False and VolumeBoxInferer(propagate="true").propagate
+    with pytest.raises(PipelineError, match=r"propagate must be true or false"):
+        VolumeBoxInferer(propagate="maybe")
+    network = _BoxEcho()
+    seen = []
+    network.register_forward_pre_hook(lambda module, args, kwargs: seen.append(type(args[0])), with_kwargs=True)
+    logits = VolumeBoxInferer()(MetaTensor(_volume()), network, boxes=torch.tensor([[[1.0, 0, 0, 0, 3, 3, 1]]]))
+    assert seen == [torch.Tensor] and isinstance(logits, MetaTensor), "metadata comes back on the output only"
