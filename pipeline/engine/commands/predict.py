@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", required=True,
                         help="an image, a folder of PNG/JPG images, a NIfTI file or a DICOM series folder")
     parser.add_argument("-o", "--output", required=True, help="folder for the predictions (created)")
-    parser.add_argument("--box", help="box-prompted models, one input image: x0,y0,x1,y1 in pixel coordinates of the "
-                                      "original image (x = column, y = row)")
+    parser.add_argument("--box", help="box-prompted models, one input: x0,y0,x1,y1 in pixel coordinates of the "
+                                      "original image (x = column, y = row), or x0,y0,z0,x1,y1,z1 in voxel indices "
+                                      "of a volume (z = slice)")
     parser.add_argument("--prompts", help="box-prompted models: JSON or CSV file of boxes per input file "
                                           "(original pixel coordinates; see docs/bundles.md)")
     parser.add_argument("--whole_image_box", action="store_true",
