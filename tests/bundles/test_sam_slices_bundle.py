@@ -189,3 +189,10 @@ def test_an_unlabelled_mr_series_without_a_box_stops_with_how_to_give_one(shared
     assert stop.value.code == EXIT_BAD_INPUT
     assert str(stop.value).startswith(f"error: {series}: this model is box-prompted and has no box for it: pass --box")
     assert "for a volume x0,y0,z0,x1,y1,z1 in voxel indices" in str(stop.value)
+
+
+def test_metadata_verifies_offline_against_the_vendored_schema():
+    from monai.bundle import verify_metadata
+
+    schema = REPO / "bundles" / "meta_schema_20240725.json"
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(schema))
