@@ -94,15 +94,10 @@ class VolumeBoxInferer(Inferer):
             self._every_slice(network, volume, prompts, logits)
         return convert_to_dst_type(logits[None], dst=inputs)[0]
 
-    def _slices(self, network, volume: torch.Tensor, indices: list[int], boxes: list[list[float]]) -> torch.Tensor:
-        """The network's logits ``(rows, columns, len(indices))`` for those slices, each with its own 2D box."""
-        planes = []
-        for start in range(0, len(indices), self.slice_batch_size):
-            chunk = indices[start : start + self.slice_batch_size]
-            images = volume[..., chunk].permute(3, 0, 1, 2)
-            prompts = volume.new_tensor(boxes[start : start + self.slice_batch_size])
-            planes.append(network(images, boxes=prompts)[:, 0])
-        return torch.cat(planes).permute(1, 2, 0)
+    @staticmethod
+    def _slice(network, volume: torch.Tensor, z: int, box: list[float]) -> torch.Tensor:
+        """The network's logits ``(rows, columns)`` for slice ``z`` prompted with the 2D ``box``."""
+        return network(volume[..., z][None], boxes=volume.new_tensor([box]))[0, 0]
 
     def _every_slice(self, network, volume: torch.Tensor, prompts: list, logits: torch.Tensor) -> None:
         """Every slice once, with all the boxes that span it in one call (one encoder pass per slice, one decoder
@@ -127,7 +122,7 @@ class VolumeBoxInferer(Inferer):
         margin = self.PROPAGATION_MARGIN * max(rows, columns)
         out = volume.new_full((rows, columns, z1 - z0 + 1), NO_OBJECT)
         key = (z0 + z1) // 2
-        out[..., key - z0] = self._slices(network, volume, [key], [box])[..., 0]
+        out[..., key - z0] = self._slice(network, volume, key, box)
         for order in (range(key + 1, z1 + 1), range(key - 1, z0 - 1, -1)):
             previous = key
             for z in order:
@@ -137,6 +132,6 @@ class VolumeBoxInferer(Inferer):
                     ys, xs = torch.nonzero(mask, as_tuple=True)
                     prompt = [max(float(xs.min()) - margin, 0.0), max(float(ys.min()) - margin, 0.0),
                               min(float(xs.max()) + margin, columns - 1.0), min(float(ys.max()) + margin, rows - 1.0)]
-                out[..., z - z0] = self._slices(network, volume, [z], [prompt])[..., 0]
+                out[..., z - z0] = self._slice(network, volume, z, prompt)
                 previous = z
         return out
