@@ -40,6 +40,16 @@ def load_encoder_adapter(model, path) -> str:
     return peft_state_of(model).method
 
 
+def _prepared(model, path):
+    """The encoder input ``model`` makes of the image at ``path`` (its own resizing and intensity scaling)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+    return model.prepare(torch.from_numpy(array).permute(2, 0, 1)[None])[0][0]
+
+
 def figure(maps: list[tuple], path: str) -> None:
     """One panel per ``(label, contribution map, ratios)``: ``log10`` of the contribution relative to the largest
     value over all panels."""
@@ -66,10 +76,6 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    import numpy as np
-    import torch
-    from PIL import Image
-
     from pipeline.analysis.erf import contribution_map, erf_ratios
     from pipeline.data.formats import IMAGE_2D_SUFFIXES, has_suffix
     from pipeline.errors import PipelineError
@@ -91,12 +97,7 @@ def run(args: argparse.Namespace) -> int:
         models.append((label, adapter, model.eval().requires_grad_(False)))
     encoders, maps = [], []
     for label, adapter, model in models:
-
-        def prepared(path: Path, model=model) -> torch.Tensor:
-            array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
-            return model.prepare(torch.from_numpy(array).permute(2, 0, 1)[None])[0][0]
-
-        contribution = contribution_map(model.image_encoder, (prepared(p) for p in files))
+        contribution = contribution_map(model.image_encoder, (_prepared(model, p) for p in files))
         ratios = erf_ratios(contribution)
         encoders.append({"label": label, "adapter": adapter, **ratios})
         maps.append((label, contribution, ratios))
