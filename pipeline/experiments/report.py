@@ -1,8 +1,9 @@
 """A study's results as a reader needs them: mean and 95 % CI over seeds per cell, a plot, and training curves.
 
 ``results.csv`` holds one row per run (:data:`RESULT_FIELDS`), ``curves.csv`` one row per (run, epoch)
-(:data:`CURVE_FIELDS`). Everything here is rendered from those two files alone, so ``python -m pipeline report``
-re-renders a study on any machine, from any copy of its results, without the run folders.
+(:data:`CURVE_FIELDS`), ``classes.csv`` one row per (run, foreground class) (:data:`CLASS_FIELDS`). Everything here
+is rendered from those files alone, so ``python -m pipeline report`` re-renders a study on any machine, from any
+copy of its results, without the run folders.
 
 Intervals are Student-t intervals over seeds (few seeds: wide, as they should be), clipped to the metric's range
 (:data:`pipeline.engine.metrics.METRIC_BOUNDS`), and every cell shows its ``n``: a cell of one seed has no interval.
@@ -22,6 +23,8 @@ RESULT_FIELDS = ("method", "peft_method", "options", "layers", "fraction", "k_sh
                  "dice", "iou", "hd95", "hd95_unit", "trainable_parameters", "train_seconds", "epochs_run",
                  "iterations_run", "best_val_dice", "device")
 CURVE_FIELDS = ("method", "n_train", "seed", "epoch", "iteration", "train_loss", "val_dice")
+# one row per (run, foreground class): a multi-class task's mean over classes hides which structure a method misses
+CLASS_FIELDS = ("method", "n_train", "seed", "class", "dice", "iou", "hd95", "hd95_unit")
 _NUMBERS = {"fraction", "n_train", "n_test", "seed", "dice", "iou", "hd95", "trainable_parameters", "train_seconds",
             "epochs_run", "iterations_run", "best_val_dice", "k_shot", "epoch", "iteration", "train_loss", "val_dice"}
 
@@ -113,11 +116,24 @@ def costs(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown(rows: list[dict], title: str = "Results") -> str:
+def per_class(classes: list[dict]) -> str:
+    """Markdown: the Dice and HD95 tables of each foreground class; empty for a single-class task, whose one
+    class is the main table already."""
+    names = list(dict.fromkeys(row["class"] for row in classes))
+    if len(names) < 2:
+        return ""
+    sections = []
+    for name in names:
+        mine = [row for row in classes if row["class"] == name]
+        sections.append(f"\n## {name}\n\n" + table(mine, "dice") + "\n" + table(mine, "hd95", 1))
+    return "\nPer class (the main tables average them):\n" + "".join(sections)
+
+
+def markdown(rows: list[dict], title: str = "Results", classes: list[dict] = ()) -> str:
     devices = sorted({r["device"] for r in rows if r.get("device")})
     return (f"# {title}\n\nTest Dice, mean [95 % t-interval over seeds, clipped to 0–1] (n seeds). "
             f"Runs on: {', '.join(devices) or 'unknown'}.\n\n" + table(rows, "dice") + "\n" + table(rows, "hd95", 1)
-            + "\nTraining cost per run (mean over seeds):\n\n" + costs(rows))
+            + "\nTraining cost per run (mean over seeds):\n\n" + costs(rows) + per_class(list(classes)))
 
 
 def plot(rows: list[dict], path: Path, metric: str = "dice") -> Path:
@@ -187,14 +203,17 @@ def plot_curves(curves: list[dict], path: Path) -> Path:
 
 
 def render(results: str | Path, title: str = "Results") -> list[Path]:
-    """``results.md`` and ``results.png`` beside ``results``, and ``curves.png`` from a ``curves.csv`` beside it."""
+    """``results.md`` and ``results.png`` beside ``results``, and ``curves.png`` from a ``curves.csv`` beside it;
+    a ``classes.csv`` beside it adds each class's tables to ``results.md``."""
     results = Path(results)
     rows = read_rows(results)
     if not rows:
         raise PipelineError(f"{results} holds no runs yet")
     folder = results.parent
+    classes_path = folder / "classes.csv"
+    classes = read_rows(classes_path, CLASS_FIELDS) if classes_path.is_file() else []
     written = [folder / "results.md", plot(rows, folder / "results.png")]
-    written[0].write_text(markdown(rows, title))
+    written[0].write_text(markdown(rows, title, classes))
     curves_path = folder / "curves.csv"
     if curves_path.is_file():
         curves = read_rows(curves_path, CURVE_FIELDS)

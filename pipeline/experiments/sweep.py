@@ -27,7 +27,7 @@ import yaml
 from pipeline.engine.bundle_run import bundle_command
 from pipeline.engine.record import TRAINING_RECORD
 from pipeline.errors import PipelineError
-from pipeline.experiments.report import CURVE_FIELDS, RESULT_FIELDS, render, write_rows
+from pipeline.experiments.report import CLASS_FIELDS, CURVE_FIELDS, RESULT_FIELDS, render, write_rows
 
 
 @dataclass
@@ -182,18 +182,23 @@ def run_one(sweep: Sweep, method: str, split_name: str, split_path: Path) -> Pat
     return run_dir
 
 
+def foreground_classes(summary: dict) -> dict[str, dict]:
+    """The per-class scores of a bundle's ``summary.json`` by class name, background (``"0"``) left out."""
+    return {key: scores for key, scores in summary.items()
+            if isinstance(scores, dict) and "dice" in scores and key != "0"}
+
+
 def foreground_mean(summary: dict, metric: str = "dice") -> float:
     """Mean over foreground classes of the per-class mean ``metric`` in a bundle's ``summary.json``."""
-    means = [scores[metric]["mean"] for key, scores in summary.items()
-             if isinstance(scores, dict) and metric in scores and key != "0"]
+    means = [scores[metric]["mean"] for scores in foreground_classes(summary).values() if metric in scores]
     means = [m for m in means if m is not None]
     return statistics.fmean(means) if means else float("nan")
 
 
-def collect(sweep: Sweep, splits: dict[str, Path]) -> tuple[list[dict], list[dict]]:
-    """The results rows (:data:`RESULT_FIELDS`) and the training-curve rows (:data:`CURVE_FIELDS`) of every
-    evaluated run."""
-    rows, curves = [], []
+def collect(sweep: Sweep, splits: dict[str, Path]) -> tuple[list[dict], list[dict], list[dict]]:
+    """The results rows (:data:`RESULT_FIELDS`), the training-curve rows (:data:`CURVE_FIELDS`) and the per-class
+    rows (:data:`CLASS_FIELDS`) of every evaluated run."""
+    rows, curves, classes = [], [], []
     for method in sweep.methods:
         chosen = variant(sweep, method)
         layers = chosen.settings.get("layers", _bundle_default(sweep, "layers"))
@@ -222,15 +227,21 @@ def collect(sweep: Sweep, splits: dict[str, Path]) -> tuple[list[dict], list[dic
                         "epoch": entry["epoch"], "iteration": entry["iteration"],
                         "train_loss": entry["train_loss"], "val_dice": entry["val_metric"]}
                        for entry in record.get("curves", [])]
-    return rows, curves
+            classes += [{"method": method, "n_train": len(split["training"]), "seed": split["seed"], "class": name,
+                         **{metric: scores[metric]["mean"] for metric in ("dice", "iou", "hd95") if metric in scores},
+                         "hd95_unit": summary.get("distance_unit")}
+                        for name, scores in foreground_classes(summary).items()]
+    return rows, curves, classes
 
 
-def write_results(sweep: Sweep, rows: list[dict], curves: list[dict]) -> list[Path]:
-    """``results.csv`` and ``curves.csv`` under the sweep's output, then the report rendered from them."""
+def write_results(sweep: Sweep, rows: list[dict], curves: list[dict], classes: list[dict]) -> list[Path]:
+    """``results.csv``, ``curves.csv`` and ``classes.csv`` under the sweep's output, then the report rendered from
+    them."""
     output = Path(sweep.output)
     write_rows(curves, output / "curves.csv", CURVE_FIELDS)
+    write_rows(classes, output / "classes.csv", CLASS_FIELDS)
     results = write_rows(rows, output / "results.csv", RESULT_FIELDS)
     budget_line = f"{sweep.steps} optimiser steps per run" if sweep.steps else "the bundle's epochs"
-    return [results, output / "curves.csv",
+    return [results, output / "curves.csv", output / "classes.csv",
             *render(results, title=f"{Path(sweep.output).name}: {budget_line}, test set of "
                                    f"{rows[0]['n_test'] if rows else '?'} images")]

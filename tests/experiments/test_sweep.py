@@ -58,8 +58,9 @@ overrides: {{max_epochs: 3}}
     return Sweep.load(path)
 
 
-def fake_bundle(calls, dice_by_method):
-    """Stands in for the bundle: training writes a training.json, evaluation a summary.json."""
+def fake_bundle(calls, dice_by_method, classes=("1",)):
+    """Stands in for the bundle: training writes a training.json, evaluation a summary.json (class ``k`` of
+    ``classes`` scoring the method's Dice minus ``0.1 k``)."""
 
     def run(command, stdout=None, stderr=None):
         calls.append(command)
@@ -69,8 +70,10 @@ def fake_bundle(calls, dice_by_method):
         if command[5].endswith("evaluate.json']"):
             summary = run_dir / "eval" / "summary.json"
             summary.parent.mkdir(parents=True)
-            scores = {"dice": {"mean": dice_by_method[method]}, "iou": {"mean": 0.5}, "hd95": {"mean": 7.0}}
-            summary.write_text(json.dumps({"1": scores, "distance_unit": "pixel"}))
+            summary.write_text(json.dumps({
+                "0": {"dice": {"mean": 0.99}}, "distance_unit": "pixel",
+                **{name: {"dice": {"mean": dice_by_method[method] - 0.1 * k}, "iou": {"mean": 0.5},
+                          "hd95": {"mean": 7.0 + k}} for k, name in enumerate(classes)}}))
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
             record = {"trainable_parameters": 123, "train_seconds": 60.0, "epochs_run": 2, "iterations_run": 4,
@@ -105,7 +108,7 @@ def test_sweep_runs_each_method_and_split_once_and_tabulates(config, monkeypatch
         run_one(config, "dka", name, path)
     assert len(calls) == 16
 
-    rows, curves = collect(config, splits)
+    rows, curves, classes = collect(config, splits)
     assert {(r["method"], r["fraction"], r["seed"]) for r in rows} == {
         (m, f, s) for m in ("dka", "linear_probe") for f in (0.2, 1.0) for s in (0, 1)}
     assert {r["n_train"] for r in rows if r["fraction"] == 0.2} == {2}
@@ -114,9 +117,12 @@ def test_sweep_runs_each_method_and_split_once_and_tabulates(config, monkeypatch
     assert (dka["iou"], dka["hd95"], dka["hd95_unit"], dka["trainable_parameters"], dka["iterations_run"]) == (
         0.5, 7.0, "pixel", 123, 4)
     assert len(curves) == 2 * len(rows) and {c["val_dice"] for c in curves} == {0.3, 0.6}
-    written = write_results(config, rows, curves)
-    assert [p.name for p in written] == ["results.csv", "curves.csv", "results.md", "results.png", "curves.png"]
+    assert [(c["class"], c["dice"]) for c in classes] == [("1", r["dice"]) for r in rows], "background left out"
+    written = write_results(config, rows, curves, classes)
+    assert [p.name for p in written] == ["results.csv", "curves.csv", "classes.csv", "results.md", "results.png",
+                                         "curves.png"]
     markdown = (written[0].parent / "results.md").read_text()
+    assert "Per class" not in markdown, "one class is the main table already"
     assert "| dka | 0.800 [0.800, 0.800] (n=2) | 0.800 [0.800, 0.800] (n=2) |" in markdown
     assert "| linear_probe | 0.600 [0.600, 0.600] (n=2)" in markdown
     assert "| hd95 (pixel) |" in markdown
@@ -202,5 +208,23 @@ def test_k_shot_training_sets_get_their_own_columns(config, monkeypatch):
     assert sorted(splits) == ["split_k1_s0", "split_k3_s0"]
     for name, path in splits.items():
         run_one(config, "dka", name, path)
-    rows, _ = collect(config, splits)
+    rows, _, _ = collect(config, splits)
     assert sorted((r["k_shot"], r["n_train"], r["fraction"]) for r in rows) == [(1, 1, None), (3, 3, None)]
+
+
+def test_a_multi_class_task_is_reported_per_class_beside_the_mean(config, monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep_module.subprocess, "run",
+                        fake_bundle(calls, {"dka": 0.8}, classes=("anterior", "posterior")))
+    config.methods, config.fractions, config.k_shots, config.seeds = {"dka": {}}, [], [2], [0, 1]
+    splits = write_splits(config)
+    for name, path in splits.items():
+        run_one(config, "dka", name, path)
+    rows, curves, classes = collect(config, splits)
+    assert [r["dice"] for r in rows] == pytest.approx([0.75, 0.75]), "the mean over foreground classes"
+    assert sorted((c["class"], c["seed"], round(c["dice"], 3), c["hd95"]) for c in classes) == [
+        ("anterior", s, 0.8, 7.0) for s in (0, 1)] + [("posterior", s, 0.7, 8.0) for s in (0, 1)]
+    markdown = write_results(config, rows, curves, classes)[3].read_text()
+    anterior, posterior = markdown.split("## anterior")[1].split("## posterior")
+    assert "| dka | 0.800 [0.800, 0.800] (n=2) |" in anterior and "| dka | 7.0 [7.0, 7.0] (n=2) |" in anterior
+    assert "| dka | 0.700 [0.700, 0.700] (n=2) |" in posterior and "| dka | 8.0 [8.0, 8.0] (n=2) |" in posterior
