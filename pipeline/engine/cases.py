@@ -82,17 +82,20 @@ def save_split(split: dict[str, list[dict]], path: str | Path) -> str:
 
 def inference_inputs(input: str | Path | None = None, dataset_dir: str | Path | None = None,
                      split: str | Path | None = None, box=None, prompts: str | Path | None = None,
-                     prompt: str = "none", whole_image_box: bool = False) -> list[dict]:
+                     prompt: str = "none", whole_image_box: bool = False, box_class: str | int | None = None,
+                     class_names: list[str] | None = None) -> list[dict]:
     """What inference runs on: ``input`` (an image file, a DICOM series folder, or a folder of image files), else
     the held-out cases of the dataset (their labels then give the box prompts, standing in for a user's boxes).
 
     Each case carries the distinct stem its outputs are written under (``case1.png`` and ``case1.jpg`` would both
     be ``case1``), so no prediction overwrites another. Under ``prompt == "box"`` each case also carries the user's
-    boxes (``prompt_boxes``, original pixel coordinates) from ``box`` (one input only) or the ``prompts`` file;
+    boxes (``prompt_boxes``, original pixel coordinates) from ``box`` (one input only) or the ``prompts`` file,
+    and their class indices (``prompt_classes``) from ``box_class`` or the file, checked against the model's
+    ``class_names`` (:func:`pipeline.engine.prompts.box_classes`; ``None``: a model that takes no box class);
     a case with neither boxes nor a label stops here, unless ``whole_image_box`` asks for the whole image as its box.
     """
     from pipeline.engine.inference import OUTPUT_NAME, case_names
-    from pipeline.engine.prompts import BOX_HINT, boxes_for, parse_box, read_prompts
+    from pipeline.engine.prompts import BOX_HINT, box_classes, parse_box, read_prompts
     from pipeline.options import flag
 
     cases = _inference_cases(input, dataset_dir, split)
@@ -103,17 +106,26 @@ def inference_inputs(input: str | Path | None = None, dataset_dir: str | Path | 
         if given:
             raise PipelineError(f"this model is not box-prompted (prompt {prompt!r}): drop --box / --prompts")
         return cases
+    if box_class not in (None, "") and box in (None, ""):
+        raise PipelineError("--box_class is the class of the one --box; a prompts file gives classes in its own "
+                            "class column (key)")
     if box not in (None, ""):
         if prompts not in (None, "") or len(cases) != 1:
             raise PipelineError(f"--box gives the box of one input image, but there are {len(cases)} inputs"
                                 if len(cases) != 1 else "give --box or --prompts, not both")
-        cases[0]["prompt_boxes"] = [parse_box(box)]
+        klass = None if box_class in (None, "") else str(box_class)
+        user_boxes = {0: ([parse_box(box)], [klass], "--box")}
     elif prompts not in (None, ""):
         table = read_prompts(prompts)
-        for case in cases:
-            found = boxes_for(case["image"], table)
-            if found:
-                case["prompt_boxes"] = found
+        user_boxes = {index: (*found, f"{prompts}, {case['image']}") for index, case in enumerate(cases)
+                      if (found := table.of(case["image"]))}
+    else:
+        user_boxes = {}
+    for index, (boxes, classes, source) in user_boxes.items():
+        cases[index]["prompt_boxes"] = boxes
+        indices = box_classes(classes, class_names, source)
+        if class_names is not None:  # only a model with box classes has a transform that reads them
+            cases[index]["prompt_classes"] = indices
     missing = [case["image"] for case in cases if "prompt_boxes" not in case and "label" not in case]
     if missing and not flag("whole_image_box", whole_image_box):
         where = f"{missing[0]}" + (f" (and {len(missing) - 1} more inputs)" if len(missing) > 1 else "")

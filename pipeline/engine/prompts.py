@@ -21,6 +21,12 @@ takes, so :class:`BoxMaskd` draws each box as a filled rectangle in its own chan
 image's grid; the bundle's resizing chain carries that mask along with the image (nearest interpolation), and
 :class:`PromptBoxd` takes the tight box of each channel on the model's grid. The whole image as the box (a mask over
 97.8 % of a Kvasir frame, Dice 0.23) is used only when asked for (``whole_image=True``).
+
+A box-prompted model segments whatever its box holds, so a box alone cannot say which of a multi-class model's
+classes (hippocampus: anterior, posterior) its mask is. Labelling every user box as class 1 would write a posterior
+hippocampus into the output as "anterior" without a word; so each box of such a model names its class
+(``--box_class``, a ``class`` column or key in the prompts file), and :func:`box_classes` stops a run that leaves one
+out.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +45,8 @@ from scipy import ndimage
 from pipeline.errors import PipelineError
 from pipeline.options import flag
 
-__all__ = ["BoxMaskd", "PromptBox", "PromptBoxd", "RandClassMaskd", "VolumeBoxesd", "boxes_from_labels",
-           "object_masks", "parse_box", "read_prompts", "volume_box"]
+__all__ = ["BoxMaskd", "PromptBox", "PromptBoxd", "Prompts", "RandClassMaskd", "VolumeBoxesd", "box_classes",
+           "boxes_from_labels", "object_masks", "parse_box", "read_prompts", "volume_box"]
 
 BOX_HINT = ("--box x0,y0,x1,y1 (pixel coordinates of the original image, x = column, y = row; for a volume "
             "x0,y0,z0,x1,y1,z1 in voxel indices, z = slice) or --prompts FILE (JSON or CSV of boxes per input file)")
@@ -182,30 +189,60 @@ def parse_box(value, source: str = "--box") -> list[float]:
     return box
 
 
-def _boxes_of(entry, source: str) -> list[list[float]]:
-    """The boxes of one prompts-file entry: a box, a list of boxes, or Kvasir-SEG's ``{"bbox": [{"xmin": ...}]}``."""
+def _boxes_of(entry, source: str) -> list[tuple[list[float], str | None]]:
+    """The ``(box, class)`` pairs of one prompts-file entry: a box, ``{"box": box, "class": name}``, a list of
+    those, or Kvasir-SEG's ``{"bbox": [{"xmin": ...}]}``; ``class`` is ``None`` where the entry names none."""
     if isinstance(entry, dict) and "bbox" in entry:
         entry = [[b.get("xmin"), b.get("ymin"), b.get("xmax"), b.get("ymax")] for b in entry["bbox"]]
-    if isinstance(entry, (list, tuple)) and entry and all(isinstance(b, (list, tuple, dict)) for b in entry):
-        return [parse_box([b.get(k) for k in ("x0", "y0", "x1", "y1")] if isinstance(b, dict) else b, source)
-                for b in entry]
-    if isinstance(entry, dict):
-        entry = [entry.get(k) for k in ("x0", "y0", "x1", "y1")]
-    return [parse_box(entry, source)]
+    if not (isinstance(entry, (list, tuple)) and entry and all(isinstance(b, (list, tuple, dict)) for b in entry)):
+        entry = [entry]
+    pairs = []
+    for item in entry:
+        klass = None
+        if isinstance(item, dict) and "box" in item:
+            klass = None if item.get("class") is None else str(item["class"])
+            item = item["box"]
+        elif isinstance(item, dict):
+            item = [item.get(k) for k in ("x0", "y0", "x1", "y1")]
+        pairs.append((parse_box(item, source), klass))
+    return pairs
 
 
-def read_prompts(path: str | Path) -> dict[str, list[list[float]]]:
-    """``{input: [[x0, y0, x1, y1], ...]}`` from a prompts file, keyed as the file names the inputs.
+@dataclass(frozen=True)
+class Prompts:
+    """A prompts file as read: each input's boxes, and the class the file names for each box (``None`` where it
+    names none), both keyed as the file names the inputs."""
+
+    boxes: dict[str, list[list[float]]]
+    classes: dict[str, list[str | None]]
+
+    def of(self, image: str | Path) -> tuple[list[list[float]], list[str | None]] | None:
+        """The boxes and classes given for the input ``image``: keyed by its path as given, its absolute path, its
+        file name or its stem; ``None`` when it has none."""
+        image = Path(image)
+        resolved = {str(Path(key).resolve()): key for key in self.boxes}
+        for key in (str(image), str(image.resolve()), image.name, image.stem):
+            if key in self.boxes:
+                return self.boxes[key], self.classes[key]
+        key = resolved.get(str(image.resolve()))
+        return None if key is None else (self.boxes[key], self.classes[key])
+
+
+def read_prompts(path: str | Path) -> Prompts:
+    """The boxes (and their classes) a prompts file gives each input.
 
     JSON: ``{"frame.jpg": [x0, y0, x1, y1]}`` or a list of boxes per input (Kvasir-SEG's ``kavsir_bboxes.json``
-    layout is read too); a volume's boxes have six numbers, ``[x0, y0, z0, x1, y1, z1]``. CSV: a header
-    ``image,x0,y0,x1,y1`` (``image,x0,y0,z0,x1,y1,z1``) and one row per box. An input is matched by its path,
-    its file name or its stem (:func:`boxes_for`).
+    layout is read too); a volume's boxes have six numbers, ``[x0, y0, z0, x1, y1, z1]``; a box with its class is
+    ``{"box": [...], "class": "posterior"}``. CSV: a header ``image,x0,y0,x1,y1`` (``image,x0,y0,z0,x1,y1,z1``),
+    optionally a ``class`` column, and one row per box. An input is matched by its path, its file name or its stem
+    (:meth:`Prompts.of`).
     """
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"prompts file {path} does not exist (--prompts)")
     source = f"prompts file {path}"
+    boxes: dict[str, list[list[float]]] = {}
+    classes: dict[str, list[str | None]] = {}
     if path.suffix.lower() == ".csv":
         with path.open(newline="") as stream:
             rows = list(csv.DictReader(stream))
@@ -213,30 +250,53 @@ def read_prompts(path: str | Path) -> dict[str, list[list[float]]]:
         columns = volumetric if rows and set(volumetric) <= set(rows[0]) else planar
         if not rows or not set(columns) <= set(rows[0]):
             raise PipelineError(f"{source}: a CSV needs a header {','.join(planar)} (or {','.join(volumetric)} for "
-                                "volumes) and one row per box")
-        prompts: dict[str, list[list[float]]] = {}
+                                "volumes), optionally a class column, and one row per box")
         for number, row in enumerate(rows, start=2):
-            box = parse_box([row[k] for k in columns[1:]], f"{source}, line {number}")
-            prompts.setdefault(row["image"], []).append(box)
-        return prompts
+            boxes.setdefault(row["image"], []).append(parse_box([row[k] for k in columns[1:]],
+                                                                f"{source}, line {number}"))
+            classes.setdefault(row["image"], []).append(row.get("class") or None)
+        return Prompts(boxes, classes)
     try:
         payload = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise PipelineError(f"{source} is neither valid JSON ({error}) nor a .csv file") from None
     if not isinstance(payload, dict):
         raise PipelineError(f"{source}: JSON must map each input file to its box or boxes")
-    return {str(key): _boxes_of(entry, f"{source}, entry {key!r}") for key, entry in payload.items()}
+    for key, entry in payload.items():
+        pairs = _boxes_of(entry, f"{source}, entry {key!r}")
+        boxes[str(key)], classes[str(key)] = [box for box, _ in pairs], [klass for _, klass in pairs]
+    return Prompts(boxes, classes)
 
 
-def boxes_for(image: str | Path, prompts: Mapping[str, list[list[float]]]) -> list[list[float]] | None:
-    """The boxes ``prompts`` gives the input ``image``: keyed by its path as given, its absolute path, its file name
-    or its stem; ``None`` when it has none."""
-    image = Path(image)
-    resolved = {str(Path(key).resolve()): boxes for key, boxes in prompts.items()}
-    for key in (str(image), str(image.resolve()), image.name, image.stem):
-        if key in prompts:
-            return prompts[key]
-    return resolved.get(str(image.resolve()))
+def box_classes(given: list[str | None], class_names: list[str] | None, source: str) -> list[int]:
+    """The class index (1..C) of each user box of a model with foreground ``class_names``, from a class name or
+    number the user gave for it.
+
+    A single-class model's boxes are class 1 whether named or not. A multi-class model's box without a class
+    stops the run: its mask would otherwise be written as class 1 whatever it is. ``class_names`` ``None`` is a
+    model without classes for boxes (the 2D bundles), which takes no class at all.
+    """
+    if class_names is None:
+        if any(klass is not None for klass in given):
+            raise PipelineError(f"{source}: this model takes no class for its boxes; drop --box_class / the class "
+                                "column")
+        return [1] * len(given)
+    names = [str(name) for name in class_names]
+    indices = []
+    for klass in given:
+        if klass is None:
+            if len(names) > 1:
+                raise PipelineError(f"{source}: this model segments {len(names)} classes ({', '.join(names)}), so "
+                                    "each box needs its class: --box_class NAME, or a class column (key) in --prompts")
+            indices.append(1)
+        elif klass in names:
+            indices.append(names.index(klass) + 1)
+        elif klass.isdigit() and 1 <= int(klass) <= len(names):
+            indices.append(int(klass))
+        else:
+            raise PipelineError(f"{source}: box class {klass!r} is not one of this model's classes "
+                                f"({', '.join(names)}, or their numbers 1..{len(names)})")
+    return indices
 
 
 class BoxMaskd(MapTransform):
@@ -298,17 +358,19 @@ class VolumeBoxesd(MapTransform):
     """The 3D box prompts of a volume in the slice bundle's layout: ``box_key`` gets a ``(N, 7)`` tensor of rows
     ``[class, x0, y0, z0, x1, y1, z1]`` when ``prompt == "box"``; otherwise the item passes through.
 
-    From the user's boxes (``mask_key``, :class:`BoxMaskd`; every user box prompts class 1), else one box per
+    From the user's boxes (``mask_key``, :class:`BoxMaskd`), each prompting its class from ``class_key``
+    (:func:`box_classes`; class 1 without one), else one box per
     foreground class present in the label ``keys`` (MedSAM's evaluation protocol: the tight 3D box of each class
     stands in for the box a clinician would draw; an absent class gets no box, so it is predicted nowhere), else,
     only with ``whole_image=True``, the whole volume as a class-1 box. A volume with none of them stops the run.
     """
 
     def __init__(self, keys: str = "label", num_classes: int = 2, prompt: str = "box", image_key: str = "image",
-                 box_key: str = "box", mask_key: str = "box_mask", whole_image: bool = False) -> None:
+                 box_key: str = "box", mask_key: str = "box_mask", class_key: str = "prompt_classes",
+                 whole_image: bool = False) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys=True)
         self.num_classes, self.prompt, self.image_key = num_classes, prompt, image_key
-        self.box_key, self.mask_key = box_key, mask_key
+        self.box_key, self.mask_key, self.class_key = box_key, mask_key, class_key
         self.whole_image = flag("whole_image_box", whole_image)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
@@ -319,7 +381,8 @@ class VolumeBoxesd(MapTransform):
         labels = [out[key] for key in self.key_iterator(out)]
         if self.mask_key in out:
             masks = torch.as_tensor(out.pop(self.mask_key))
-            rows = [[1.0, *volume_box(mask)] for mask in masks]
+            classes = out.pop(self.class_key, None) or [1] * len(masks)
+            rows = [[float(klass), *volume_box(mask)] for klass, mask in zip(classes, masks, strict=True)]
         elif labels:
             label = torch.as_tensor(labels[0])[0]
             rows = [[float(c), *volume_box(label == c)] for c in range(1, self.num_classes) if bool((label == c).any())]

@@ -158,3 +158,23 @@ def test_box_prompted_inference_takes_the_user_s_boxes_and_refuses_an_input_with
     cases = inference_inputs(tmp_path / "in", prompts=prompts, prompt="box")
     assert [case["prompt_boxes"] for case in cases] == [[[0.0, 0.0, 3.0, 3.0], [4.0, 4.0, 7.0, 7.0]],
                                                          [[1.0, 1.0, 2.0, 2.0]]]
+    assert not any("prompt_classes" in case for case in cases), "a model without box classes gets none"
+
+
+def test_a_multi_class_model_s_user_boxes_carry_their_classes_and_one_without_stops_the_run(tmp_path):
+    one = _image(tmp_path / "in" / "one.png", 0)
+    names = ["anterior", "posterior"]
+    case = inference_inputs(one, box="1,2,5,6", box_class="posterior", prompt="box", class_names=names)[0]
+    assert (case["prompt_boxes"], case["prompt_classes"]) == ([[1.0, 2.0, 5.0, 6.0]], [2])
+    with pytest.raises(PipelineError, match=r"^--box: this model segments 2 classes \(anterior, posterior\)"):
+        inference_inputs(one, box="1,2,5,6", prompt="box", class_names=names)
+    with pytest.raises(PipelineError, match=r"^--box_class is the class of the one --box"):
+        inference_inputs(one, box_class="posterior", prompt="box", class_names=names)
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text("image,x0,y0,x1,y1,class\none.png,0,0,3,3,anterior\none.png,4,4,7,7,2\n")
+    case = inference_inputs(one, prompts=prompts, prompt="box", class_names=names)[0]
+    assert case["prompt_classes"] == [1, 2]
+    prompts.write_text("image,x0,y0,x1,y1,class\none.png,0,0,3,3,anterior\none.png,4,4,7,7,\n")
+    with pytest.raises(PipelineError, match=r"prompts.csv, .*one.png: this model segments 2 classes"):
+        inference_inputs(one, prompts=prompts, prompt="box", class_names=names)
+    assert inference_inputs(one, box="1,2,5,6", prompt="box", class_names=["liver"])[0]["prompt_classes"] == [1]

@@ -196,22 +196,22 @@ def test_a_malformed_box_is_one_error_naming_the_option(value):
 
 
 def test_prompts_files_in_json_csv_and_kvasir_layout_map_inputs_to_their_boxes(tmp_path):
-    from pipeline.engine.prompts import boxes_for, read_prompts
+    from pipeline.engine.prompts import read_prompts
 
     (tmp_path / "a.json").write_text(json.dumps({"one.jpg": [1, 2, 3, 4], "two.png": [[0, 0, 5, 5], [6, 6, 9, 9]],
                                                  "three": {"bbox": [{"xmin": 1, "ymin": 1, "xmax": 8, "ymax": 9}]}}))
     (tmp_path / "b.csv").write_text("image,x0,y0,x1,y1\none.jpg,1,2,3,4\none.jpg,5,6,7,8\n")
     table = read_prompts(tmp_path / "a.json")
-    assert boxes_for("some/dir/one.jpg", table) == [[1.0, 2.0, 3.0, 4.0]]
-    assert boxes_for("two.png", table) == [[0.0, 0.0, 5.0, 5.0], [6.0, 6.0, 9.0, 9.0]]
-    assert boxes_for("images/three.jpg", table) == [[1.0, 1.0, 8.0, 9.0]], "Kvasir's bbox JSON keys by stem"
-    assert boxes_for("four.jpg", table) is None
-    assert read_prompts(tmp_path / "b.csv") == {"one.jpg": [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]}
+    assert table.of("some/dir/one.jpg") == ([[1.0, 2.0, 3.0, 4.0]], [None])
+    assert table.of("two.png") == ([[0.0, 0.0, 5.0, 5.0], [6.0, 6.0, 9.0, 9.0]], [None, None])
+    assert table.of("images/three.jpg") == ([[1.0, 1.0, 8.0, 9.0]], [None]), "Kvasir's bbox JSON keys by stem"
+    assert table.of("four.jpg") is None
+    assert read_prompts(tmp_path / "b.csv").boxes == {"one.jpg": [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]}
     (tmp_path / "bad.csv").write_text("name,a\nx,1\n")
     with pytest.raises(PipelineError, match=r"bad.csv: a CSV needs a header image,x0,y0,x1,y1"):
         read_prompts(tmp_path / "bad.csv")
     (tmp_path / "c.csv").write_text("image,x0,y0,z0,x1,y1,z1\nct.nii.gz,1,2,3,4,5,6\n")
-    assert read_prompts(tmp_path / "c.csv") == {"ct.nii.gz": [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]}, "a volume's box"
+    assert read_prompts(tmp_path / "c.csv").boxes == {"ct.nii.gz": [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]}, "a volume's box"
     (tmp_path / "bad.json").write_text(json.dumps({"one.jpg": [3, 2, 1, 4]}))
     with pytest.raises(PipelineError, match=r"bad.json, entry 'one.jpg': a box is x0,y0,x1,y1"):
         read_prompts(tmp_path / "bad.json")
@@ -237,6 +237,54 @@ def test_a_3d_box_moves_with_the_volume_into_the_slice_layout_and_comes_out_as_x
         BoxMaskd()({"image": flat, "prompt_boxes": [[1, 2, 3, 4, 5, 6]]})
     with pytest.raises(PipelineError, match=r"lies outside the 30x20x10 image"):
         BoxMaskd()({"image": image, "prompt_boxes": [[1, 2, 10, 4, 5, 12]]})
+
+
+def test_prompts_files_give_each_box_the_class_they_name(tmp_path):
+    from pipeline.engine.prompts import read_prompts
+
+    (tmp_path / "a.csv").write_text("image,x0,y0,z0,x1,y1,z1,class\nhip.nii.gz,1,2,3,4,5,6,posterior\n"
+                                    "hip.nii.gz,0,0,0,2,2,2,\n")
+    assert read_prompts(tmp_path / "a.csv").of("hip.nii.gz") == (
+        [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [0.0, 0.0, 0.0, 2.0, 2.0, 2.0]], ["posterior", None])
+    (tmp_path / "b.json").write_text(json.dumps({"hip.nii.gz": [{"box": [1, 2, 3, 4, 5, 6], "class": "anterior"},
+                                                         {"box": [0, 0, 0, 2, 2, 2], "class": 2}],
+                                                 "other.nii.gz": {"box": [1, 1, 1, 2, 2, 2]}}))
+    table = read_prompts(tmp_path / "b.json")
+    assert table.of("hip.nii.gz") == ([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [0.0, 0.0, 0.0, 2.0, 2.0, 2.0]],
+                                      ["anterior", "2"])
+    assert table.of("other.nii.gz") == ([[1.0, 1.0, 1.0, 2.0, 2.0, 2.0]], [None])
+
+
+def test_a_multi_class_model_s_box_must_name_a_class_of_the_model():
+    from pipeline.engine.prompts import box_classes
+
+    names = ["anterior", "posterior"]
+    assert box_classes(["posterior", "anterior", "2", "1"], names, "--box") == [2, 1, 2, 1]
+    with pytest.raises(PipelineError, match=r"^p.csv, hip.nii.gz: this model segments 2 classes \(anterior, "
+                                            r"posterior\), so each box needs its class: --box_class NAME"):
+        box_classes(["posterior", None], names, "p.csv, hip.nii.gz")
+    for bad in ("liver", "0", "3"):
+        with pytest.raises(PipelineError, match=rf"^--box: box class '{bad}' is not one of this model's classes"):
+            box_classes([bad], names, "--box")
+    assert box_classes([None, "liver", "1"], ["liver"], "--box") == [1, 1, 1], "one class: every box is it"
+    assert box_classes([None, None], None, "--box") == [1, 1]
+    with pytest.raises(PipelineError, match=r"^--box: this model takes no class for its boxes"):
+        box_classes(["posterior"], None, "--box")
+
+
+def test_user_boxes_prompt_the_classes_given_for_them():
+    from monai.transforms import Compose, Transposed
+
+    from pipeline.data.slices import slice_layout
+    from pipeline.engine.prompts import BoxMaskd, VolumeBoxesd
+
+    layout = Transposed(["image", "box_mask"], indices=slice_layout(2))
+    chain = Compose([BoxMaskd(), layout, VolumeBoxesd(num_classes=3)])
+    data = {"image": MetaTensor(torch.zeros(1, 8, 9, 6)), "prompt_boxes": [[1, 2, 3, 4, 5, 5], [0, 0, 0, 2, 2, 2]],
+            "prompt_classes": [2, 1]}
+    out = chain(data)
+    assert out["box"].tolist() == [[2.0, 1.0, 2.0, 3.0, 4.0, 5.0, 5.0], [1.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0]]
+    assert "prompt_classes" not in out
 
 
 def test_volume_boxes_from_a_label_give_each_present_class_its_tight_box_and_nothing_for_an_absent_one():
