@@ -157,6 +157,10 @@ def test_predict_finds_the_bundle_its_checkpoint_names_and_runs_its_inference_co
     configs = predict.BUNDLES / "litemedsam_dka_polyp" / "configs"
     assert seen == [[str(configs / "train.json"), "inference", "--input", "in.jpg", "--network_def#adapter",
                      str(named), "--output_dir", "out", "--prediction_dir", "out", "--box", "1,2,3,4"]]
+    assert cli.main(["predict", "-m", str(named), "-i", "hip.nii.gz", "-o", "out", "--box", "1,2,3,4,5,6",
+                     "--box_class", "posterior"]) == 0
+    assert seen[-1][-4:] == ["--box", "1,2,3,4,5,6", "--box_class", "posterior"]
+    seen.pop()
     assert torch.load(named, weights_only=True)["settings"] == {"bundle_name": "litemedsam_dka_polyp"}
     free = save_adapter(model, tmp_path / "free.pt", settings={"bundle_name": "sam_slices_dka", "prompt": "none"})
     assert cli.main(["predict", "-m", str(free), "-i", "ct", "-o", "out", "--box", "1,2,3,4"]) == cli.EXIT_BAD_INPUT

@@ -42,6 +42,7 @@ import torch
 from monai.transforms import MapTransform, Randomizable, Transform
 from scipy import ndimage
 
+from pipeline.data.formats import strip_suffix
 from pipeline.errors import PipelineError
 from pipeline.options import flag
 
@@ -218,10 +219,10 @@ class Prompts:
 
     def of(self, image: str | Path) -> tuple[list[list[float]], list[str | None]] | None:
         """The boxes and classes given for the input ``image``: keyed by its path as given, its absolute path, its
-        file name or its stem; ``None`` when it has none."""
+        file name or its stem (``case`` for ``case.nii.gz`` too); ``None`` when it has none."""
         image = Path(image)
         resolved = {str(Path(key).resolve()): key for key in self.boxes}
-        for key in (str(image), str(image.resolve()), image.name, image.stem):
+        for key in (str(image), str(image.resolve()), image.name, strip_suffix(image)):
             if key in self.boxes:
                 return self.boxes[key], self.classes[key]
         key = resolved.get(str(image.resolve()))

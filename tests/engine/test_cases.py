@@ -159,6 +159,8 @@ def test_box_prompted_inference_takes_the_user_s_boxes_and_refuses_an_input_with
     assert [case["prompt_boxes"] for case in cases] == [[[0.0, 0.0, 3.0, 3.0], [4.0, 4.0, 7.0, 7.0]],
                                                          [[1.0, 1.0, 2.0, 2.0]]]
     assert not any("prompt_classes" in case for case in cases), "a model without box classes gets none"
+    with pytest.raises(PipelineError, match=r"^--box: this model takes no class for its boxes"):
+        inference_inputs(one, box="1,2,5,6", box_class="polyp", prompt="box")
 
 
 def test_a_multi_class_model_s_user_boxes_carry_their_classes_and_one_without_stops_the_run(tmp_path):

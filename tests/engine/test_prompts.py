@@ -248,11 +248,11 @@ def test_prompts_files_give_each_box_the_class_they_name(tmp_path):
         [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [0.0, 0.0, 0.0, 2.0, 2.0, 2.0]], ["posterior", None])
     (tmp_path / "b.json").write_text(json.dumps({"hip.nii.gz": [{"box": [1, 2, 3, 4, 5, 6], "class": "anterior"},
                                                          {"box": [0, 0, 0, 2, 2, 2], "class": 2}],
-                                                 "other.nii.gz": {"box": [1, 1, 1, 2, 2, 2]}}))
+                                                 "other": {"box": [1, 1, 1, 2, 2, 2]}}))
     table = read_prompts(tmp_path / "b.json")
     assert table.of("hip.nii.gz") == ([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [0.0, 0.0, 0.0, 2.0, 2.0, 2.0]],
                                       ["anterior", "2"])
-    assert table.of("other.nii.gz") == ([[1.0, 1.0, 1.0, 2.0, 2.0, 2.0]], [None])
+    assert table.of("other.nii.gz") == ([[1.0, 1.0, 1.0, 2.0, 2.0, 2.0]], [None]), "a NIfTI's stem drops .nii.gz"
 
 
 def test_a_multi_class_model_s_box_must_name_a_class_of_the_model():

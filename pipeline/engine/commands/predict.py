@@ -8,7 +8,9 @@ classes from the checkpoint (:mod:`pipeline.engine.model_card`). So the outputs 
 PNGs, NIfTI, DICOM-SEG), with its progress bar and ETA, and a bad input is one ``error:`` line.
 
 Box-prompted models need boxes for new images, in pixel coordinates of the ORIGINAL image (MedSAM's convention):
-``--box`` for one image, ``--prompts FILE`` (JSON or CSV, one or more boxes per input file) for several.
+``--box`` for one image, ``--prompts FILE`` (JSON or CSV, one or more boxes per input file) for several. A model
+of several classes (the slice bundle on hippocampus: anterior, posterior) needs each box's class: ``--box_class``, or
+the file's class column.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--box", help="box-prompted models, one input: x0,y0,x1,y1 in pixel coordinates of the "
                                       "original image (x = column, y = row), or x0,y0,z0,x1,y1,z1 in voxel indices "
                                       "of a volume (z = slice)")
+    parser.add_argument("--box_class", help="the class (name or number) of --box, for a model of several classes")
     parser.add_argument("--prompts", help="box-prompted models: JSON or CSV file of boxes per input file "
-                                          "(original pixel coordinates; see docs/bundles.md)")
+                                          "(original pixel coordinates, optionally a class per box; see "
+                                          "docs/bundles.md)")
     parser.add_argument("--whole_image_box", action="store_true",
                         help="box-prompted models: prompt inputs without a box with the whole image")
     parser.add_argument("--bundle", help="the bundle folder, for checkpoints that do not name theirs")
@@ -59,12 +63,12 @@ def run(args: argparse.Namespace) -> int:
     settings = stored_settings(model)  # read once: the checkpoint holds every tensor too
     configs = bundle_folder(model, settings, args.bundle) / "configs"
     prompt = settings.get("prompt", "box")  # an older checkpoint: the bundle's own check decides
-    if (args.box or args.prompts or args.whole_image_box) and prompt != "box":
-        raise PipelineError(f"{model} is not box-prompted (prompt {prompt!r}): drop --box, --prompts and "
+    if (args.box or args.box_class or args.prompts or args.whole_image_box) and prompt != "box":
+        raise PipelineError(f"{model} is not box-prompted (prompt {prompt!r}): drop --box, --box_class, --prompts and "
                             "--whole_image_box")
     words = [str(configs / "train.json"), "inference", "--input", args.input, "--network_def#adapter", str(model),
              "--output_dir", args.output, "--prediction_dir", args.output]
-    for key in ("box", "prompts"):
+    for key in ("box", "box_class", "prompts"):
         if getattr(args, key) is not None:
             words += [f"--{key}", getattr(args, key)]
     if args.whole_image_box:
