@@ -228,3 +228,16 @@ def test_a_multi_class_task_is_reported_per_class_beside_the_mean(config, monkey
     anterior, posterior = markdown.split("## anterior")[1].split("## posterior")
     assert "| dka | 0.800 [0.800, 0.800] (n=2) |" in anterior and "| dka | 7.0 [7.0, 7.0] (n=2) |" in anterior
     assert "| dka | 0.700 [0.700, 0.700] (n=2) |" in posterior and "| dka | 8.0 [8.0, 8.0] (n=2) |" in posterior
+
+
+def test_collect_tabulates_the_runs_evaluated_so_far_and_runs_nothing(config, monkeypatch, capsys, tmp_path):
+    from pipeline import cli
+
+    calls = []
+    monkeypatch.setattr(sweep_module.subprocess, "run", fake_bundle(calls, {"dka": 0.8}))
+    name, path = next(iter(write_splits(config).items()))
+    run_one(config, "dka", name, path)
+    monkeypatch.setattr(sweep_module.subprocess, "run", lambda *a, **k: pytest.fail("--collect ran a bundle"))
+    assert cli.main(["sweep", str(tmp_path / "sweep.yaml"), "--collect"]) == 0
+    assert "sweep: 8 runs, 1 already evaluated, none run (--collect)" in capsys.readouterr().out
+    assert [(r["method"], r["dice"]) for r in read_rows(Path(config.output) / "results.csv")] == [("dka", 0.8)]

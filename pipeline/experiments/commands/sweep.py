@@ -12,6 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="sweep config (YAML), e.g. configs/kvasir_fewshot.yaml")
     parser.add_argument("--methods", nargs="*", help="run only these of the config's methods")
     parser.add_argument("--dry-run", action="store_true", help="write the splits and print the commands only")
+    parser.add_argument("--collect", action="store_true",
+                        help="run nothing: tabulate the runs evaluated so far (a grid run in parts, or still running)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
                 print(shlex.join(command))
         return 0
     todo = [run for run in plan if not evaluated(planned_run(sweep, *run)[0])]
-    print(f"sweep: {len(plan)} runs, {len(plan) - len(todo)} already evaluated, {len(todo)} to run", flush=True)
+    print(f"sweep: {len(plan)} runs, {len(plan) - len(todo)} already evaluated, "
+          + ("none run (--collect)" if args.collect else f"{len(todo)} to run"), flush=True)
+    if args.collect:
+        todo = []
     spent: dict[str, list[float]] = {}
     for index, (method, name, path) in enumerate(todo, 1):
         started = time.perf_counter()
