@@ -255,7 +255,7 @@ def read_prompts(path: str | Path) -> Prompts:
         for number, row in enumerate(rows, start=2):
             boxes.setdefault(row["image"], []).append(parse_box([row[k] for k in columns[1:]],
                                                                 f"{source}, line {number}"))
-            classes.setdefault(row["image"], []).append(row.get("class") or None)
+            classes.setdefault(row["image"], []).append((row.get("class") or "").strip() or None)
         return Prompts(boxes, classes)
     try:
         payload = json.loads(path.read_text())
