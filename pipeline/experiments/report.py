@@ -86,7 +86,7 @@ def table(rows: list[dict], metric: str = "dice", digits: int = 3) -> str:
     """Markdown: one row per method, one column per training-set size, mean [95 % CI] (n seeds)."""
     methods, sizes = _grid(rows)
     unit = {"hd95": f" ({rows[0].get('hd95_unit') or 'unit unknown'})"}.get(metric, "") if rows else ""
-    lines = [f"| {metric}{unit} | " + " | ".join(f"{n} images" for n in sizes) + " |",
+    lines = [f"| {metric}{unit} | " + " | ".join(f"{n} cases" for n in sizes) + " |",
              "|" + " --- |" * (len(sizes) + 1)]
     for method in methods:
         cells = [_format(cell([r[metric] for r in rows if r["method"] == method and r["n_train"] == n], metric),
@@ -98,7 +98,7 @@ def table(rows: list[dict], metric: str = "dice", digits: int = 3) -> str:
 def costs(rows: list[dict]) -> str:
     """Markdown: per method, its trainable parameters, and per training-set size the mean steps and minutes run."""
     methods, sizes = _grid(rows)
-    lines = ["| method | trainable parameters | " + " | ".join(f"{n} images: steps, min" for n in sizes) + " |",
+    lines = ["| method | trainable parameters | " + " | ".join(f"{n} cases: steps, min" for n in sizes) + " |",
              "|" + " --- |" * (len(sizes) + 2)]
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
@@ -137,7 +137,8 @@ def markdown(rows: list[dict], title: str = "Results", classes: list[dict] = ())
 
 
 def plot(rows: list[dict], path: Path, metric: str = "dice") -> Path:
-    """Test ``metric`` against the number of training images, one line per method, its 95 % CI as a band."""
+    """Test ``metric`` against the number of training cases (images or volumes), one line per method, its 95 % CI as
+    a band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,7 +161,7 @@ def plot(rows: list[dict], path: Path, metric: str = "dice") -> Path:
             axes.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15, linewidth=0)
     axes.set_xscale("log")
     axes.set_xticks(sizes, [str(n) for n in sizes])
-    axes.set_xlabel("training images")
+    axes.set_xlabel("training cases")
     axes.set_ylabel(f"test {metric}")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
@@ -190,7 +191,7 @@ def plot_curves(curves: list[dict], path: Path) -> Path:
             points.sort()
             panel.plot(*zip(*points, strict=True), color=colours[method], linewidth=1, alpha=0.8,
                        label=method if seed == min(s for m, s in runs if m == method) else None)
-        panel.set_title(f"{n} training images")
+        panel.set_title(f"{n} training cases")
         panel.set_xlabel("optimiser steps")
         panel.set_ylim(0, 1)
         panel.grid(alpha=0.3)

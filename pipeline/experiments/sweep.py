@@ -244,4 +244,4 @@ def write_results(sweep: Sweep, rows: list[dict], curves: list[dict], classes: l
     budget_line = f"{sweep.steps} optimiser steps per run" if sweep.steps else "the bundle's epochs"
     return [results, output / "curves.csv", output / "classes.csv",
             *render(results, title=f"{Path(sweep.output).name}: {budget_line}, test set of "
-                                   f"{rows[0]['n_test'] if rows else '?'} images")]
+                                   f"{rows[0]['n_test'] if rows else '?'} cases")]

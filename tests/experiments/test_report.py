@@ -36,7 +36,7 @@ def test_interval_is_the_t_interval_clipped_to_the_metric_range():
 def test_table_cells_show_mean_interval_and_n_and_missing_cells():
     rows = [_row("dka", 5, s, d) for s, d in enumerate((0.5, 0.6, 0.7))] + [_row("lora", 40, 0, 0.8)]
     lines = table(rows).splitlines()
-    assert lines[0] == "| dice | 5 images | 40 images |"
+    assert lines[0] == "| dice | 5 cases | 40 cases |"
     assert lines[2] == "| dka | 0.600 [0.352, 0.848] (n=3) | – |"
     assert lines[3] == "| lora | – | 0.800 (n=1) |"
     assert "| hd95 (pixel) |" in table(rows, "hd95")
