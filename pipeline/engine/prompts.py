@@ -35,6 +35,7 @@ import csv
 import json
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -221,12 +222,16 @@ class Prompts:
         """The boxes and classes given for the input ``image``: keyed by its path as given, its absolute path, its
         file name or its stem (``case`` for ``case.nii.gz`` too); ``None`` when it has none."""
         image = Path(image)
-        resolved = {str(Path(key).resolve()): key for key in self.boxes}
         for key in (str(image), str(image.resolve()), image.name, strip_suffix(image)):
             if key in self.boxes:
                 return self.boxes[key], self.classes[key]
-        key = resolved.get(str(image.resolve()))
+        key = self._resolved_keys.get(str(image.resolve()))
         return None if key is None else (self.boxes[key], self.classes[key])
+
+    @cached_property
+    def _resolved_keys(self) -> dict[str, str]:
+        """The file's keys by absolute path, resolved once for all inputs (each resolution touches the disk)."""
+        return {str(Path(key).resolve()): key for key in self.boxes}
 
 
 def read_prompts(path: str | Path) -> Prompts:
