@@ -4,7 +4,9 @@ A few-shot comparison is only honest when it shows *how* each method got its sco
 optimiser steps run), the time it took, its trainable-parameter count, and its curves. A method whose validation
 Dice stays at 0 for the first half of its budget lost because it never started, not because it learned worse;
 the per-epoch train loss and validation Dice make that visible. The file is rewritten atomically after every epoch,
-so it is complete up to the last finished epoch even when a run is killed, and a resumed run continues it.
+so it is complete up to the last finished epoch even when a run is killed, and a resumed run continues it. When
+training ends (its budget spent or an early stop) the record says ``"completed": true``: a killed run's record
+never does, so a sweep can tell a finished training from an interrupted one without reading logs.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class TrainingRecord:
         engine.add_event_handler(Events.STARTED, self._start)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
+        engine.add_event_handler(Events.COMPLETED, self._completed)
 
     def _start(self, engine: Engine) -> None:
         """Begin a record, or continue the one of the run this one resumes (its epochs up to the resumed epoch)."""
@@ -87,5 +90,13 @@ class TrainingRecord:
         if self.evaluator is not None and self.evaluator.state.best_metric_epoch > 0:
             record["best_val_metric"] = float(self.evaluator.state.best_metric)
             record["best_val_epoch"] = int(self.evaluator.state.best_metric_epoch)
+        self._write()
+
+    def _completed(self, engine: Engine) -> None:
+        """The budget was spent or an early stop ended the run (ignite fires ``COMPLETED`` after a terminate too)."""
+        self._record["completed"] = True
+        self._write()
+
+    def _write(self) -> None:
         if is_main_process():
-            atomic_write(self.path, lambda stream: stream.write(json.dumps(record, indent=1).encode() + b"\n"))
+            atomic_write(self.path, lambda stream: stream.write(json.dumps(self._record, indent=1).encode() + b"\n"))

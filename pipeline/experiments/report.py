@@ -7,6 +7,7 @@ copy of its results, without the run folders.
 
 Intervals are Student-t intervals over seeds (few seeds: wide, as they should be), clipped to the metric's range
 (:data:`pipeline.engine.metrics.METRIC_BOUNDS`), and every cell shows its ``n``: a cell of one seed has no interval.
+A selection sweep's results have no test columns; its report leads with each run's best validation Dice instead.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ RESULT_FIELDS = ("method", "peft_method", "options", "layers", "fraction", "k_sh
 CURVE_FIELDS = ("method", "n_train", "seed", "epoch", "iteration", "train_loss", "val_dice")
 # one row per (run, foreground class): a multi-class task's mean over classes hides which structure a method misses
 CLASS_FIELDS = ("method", "n_train", "seed", "class", "dice", "iou", "hd95", "hd95_unit")
+_BOUNDS = {**METRIC_BOUNDS, "best_val_dice": METRIC_BOUNDS["dice"]}
 _NUMBERS = {"fraction", "n_train", "n_test", "seed", "dice", "iou", "hd95", "trainable_parameters", "train_seconds",
             "epochs_run", "iterations_run", "best_val_dice", "k_shot", "epoch", "iteration", "train_loss", "val_dice"}
 
@@ -64,7 +66,7 @@ def write_rows(rows: list[dict], path: Path, fields: tuple[str, ...]) -> Path:
 
 def cell(values: list[float], metric: str) -> dict:
     """:func:`summarise` of one cell's per-seed values, clipped to ``metric``'s range."""
-    return summarise([v for v in values if v is not None], METRIC_BOUNDS[metric])
+    return summarise([v for v in values if v is not None], _BOUNDS[metric])
 
 
 def _format(summary: dict, digits: int) -> str:
@@ -129,16 +131,26 @@ def per_class(classes: list[dict]) -> str:
     return "\nPer class (the main tables average them):\n" + "".join(sections)
 
 
+def headline(rows: list[dict]) -> str:
+    """The metric a report leads with: the test Dice, or in a selection sweep (no run tested) the best validation
+    Dice of each run."""
+    return "dice" if any(row["dice"] is not None for row in rows) else "best_val_dice"
+
+
 def markdown(rows: list[dict], title: str = "Results", classes: list[dict] = ()) -> str:
     devices = sorted({r["device"] for r in rows if r.get("device")})
-    return (f"# {title}\n\nTest Dice, mean [95 % t-interval over seeds, clipped to 0–1] (n seeds). "
-            f"Runs on: {', '.join(devices) or 'unknown'}.\n\n" + table(rows, "dice") + "\n" + table(rows, "hd95", 1)
+    if headline(rows) == "dice":
+        what, tables = "Test Dice", table(rows, "dice") + "\n" + table(rows, "hd95", 1)
+    else:
+        what, tables = "Best validation Dice of each run (no test evaluation)", table(rows, "best_val_dice")
+    return (f"# {title}\n\n{what}, mean [95 % t-interval over seeds, clipped to 0–1] (n seeds). "
+            f"Runs on: {', '.join(devices) or 'unknown'}.\n\n" + tables
             + "\nTraining cost per run (mean over seeds):\n\n" + costs(rows) + per_class(list(classes)))
 
 
 def plot(rows: list[dict], path: Path, metric: str = "dice") -> Path:
-    """Test ``metric`` against the number of training cases (images or volumes), one line per method, its 95 % CI as
-    a band."""
+    """``metric`` (a test metric, or ``best_val_dice``) against the number of training cases (images or volumes),
+    one line per method, its 95 % CI as a band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,7 +174,7 @@ def plot(rows: list[dict], path: Path, metric: str = "dice") -> Path:
     axes.set_xscale("log")
     axes.set_xticks(sizes, [str(n) for n in sizes])
     axes.set_xlabel("training cases")
-    axes.set_ylabel(f"test {metric}")
+    axes.set_ylabel("best validation Dice" if metric == "best_val_dice" else f"test {metric}")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
@@ -213,7 +225,7 @@ def render(results: str | Path, title: str = "Results") -> list[Path]:
     folder = results.parent
     classes_path = folder / "classes.csv"
     classes = read_rows(classes_path, CLASS_FIELDS) if classes_path.is_file() else []
-    written = [folder / "results.md", plot(rows, folder / "results.png")]
+    written = [folder / "results.md", plot(rows, folder / "results.png", headline(rows))]
     written[0].write_text(markdown(rows, title, classes))
     curves_path = folder / "curves.csv"
     if curves_path.is_file():

@@ -9,6 +9,11 @@ are skipped, so an interrupted sweep continues where it stopped. All runs share 
 The training budget is counted in optimiser steps (``steps``), not epochs: a 5-image and a 40-image run then get
 the same number of updates, where equal epochs would give the 40-image run eight times more. Validation runs
 every ``val_every_steps`` steps, and early stopping counts validation rounds (the bundle's ``patience``).
+
+A *selection* sweep (``test: false``), such as the grid that picks a method's defaults, trains only and reports each
+run's best validation Dice: choosing on the test set would make the test set part of training, and skipping its
+evaluation also saves that time. Its tables go to ``results`` (default ``output``), so a selection sweep can share
+the main study's run folders (and reuse the runs they have in common) without overwriting the study's tables.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pipeline.engine.bundle_run import bundle_command
 from pipeline.engine.record import TRAINING_RECORD
 from pipeline.errors import PipelineError
 from pipeline.experiments.report import CLASS_FIELDS, CURVE_FIELDS, RESULT_FIELDS, render, write_rows
+from pipeline.options import flag
 
 
 @dataclass
@@ -48,6 +54,8 @@ class Sweep:
     steps: int | None = None
     val_every_steps: int | None = None
     overrides: dict = field(default_factory=dict)
+    test: bool = True
+    results: str | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> Sweep:
@@ -66,7 +74,13 @@ class Sweep:
         if unknown or missing:
             raise PipelineError(f"sweep config {path}: unknown keys {unknown}, missing keys {missing}")
         raw["methods"] = {name: dict(options or {}) for name, options in dict(raw["methods"]).items()}
+        raw["test"] = flag("test", raw.get("test", True))
         return cls(**raw)
+
+    @property
+    def results_dir(self) -> Path:
+        """Where ``results.csv``, ``curves.csv``, ``classes.csv`` and the report are written."""
+        return Path(self.results or self.output)
 
 
 def write_splits(sweep: Sweep) -> dict[str, Path]:
@@ -122,8 +136,22 @@ def _bundle_default(sweep: Sweep, key: str):
 
 
 def evaluated(run_dir: Path) -> bool:
-    """Whether a run folder holds its evaluation: such a run is done and a sweep skips it."""
+    """Whether a run folder holds its test evaluation."""
     return (run_dir / "eval" / "summary.json").is_file()
+
+
+def trained(run_dir: Path) -> bool:
+    """Whether a run folder's training ended (budget spent or early stop): its ``training.json`` says so."""
+    try:
+        return json.loads((run_dir / TRAINING_RECORD).read_text()).get("completed") is True
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def done(sweep: Sweep, run_dir: Path) -> bool:
+    """Whether a run has all ``sweep`` asks of it (an evaluation, or for a selection sweep its training): a sweep
+    skips such a run and tabulates it."""
+    return evaluated(run_dir) if sweep.test else trained(run_dir)
 
 
 @dataclass(frozen=True)
@@ -149,7 +177,8 @@ def variant(sweep: Sweep, label: str) -> Variant:
 
 
 def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) -> tuple[Path, list[list[str]]]:
-    """The run folder of one (method label, split) and its two commands: train, then evaluate."""
+    """The run folder of one (method label, split) and its commands: train, then evaluate (a selection sweep's
+    runs: train only)."""
     run_dir = Path(sweep.output) / "runs" / method / split_name
     common = {"dataset_dir": sweep.dataset_dir, "split": split_path, "output_dir": run_dir}
     configs = Path(sweep.bundle) / "configs"
@@ -163,15 +192,23 @@ def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) ->
     steps = budget(sweep, n_train, int(_bundle_default(sweep, "batch_size")), samples_per_case)
     settings = {**sweep.overrides, **steps,
                 **chosen.settings, "method": chosen.method, "method_options": chosen.options}
-    return run_dir, [bundle_command(configs, ["train.json"], **settings, **common),
-                     bundle_command(configs, ["train.json", "evaluate.json"], **settings, **common)]
+    commands = [bundle_command(configs, ["train.json"], **settings, **common)]
+    if sweep.test:
+        commands.append(bundle_command(configs, ["train.json", "evaluate.json"], **settings, **common))
+    return run_dir, commands
 
 
 def run_one(sweep: Sweep, method: str, split_name: str, split_path: Path) -> Path:
-    """Train then evaluate one (method, split); returns the run folder. Skips a run already evaluated."""
+    """Train then evaluate one (method, split); returns the run folder. Skips a run that is :func:`done`.
+
+    A run whose training ended but whose evaluation did not (killed during it) goes straight to the evaluation:
+    its training command would resume an early-stopped run and train it further.
+    """
     run_dir, commands = planned_run(sweep, method, split_name, split_path)
-    if evaluated(run_dir):
+    if done(sweep, run_dir):
         return run_dir
+    if trained(run_dir):
+        commands = commands[1:]
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "sweep.log").open("a") as log:
         for command in commands:
@@ -180,6 +217,10 @@ def run_one(sweep: Sweep, method: str, split_name: str, split_path: Path) -> Pat
             if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
                 raise PipelineError(f"run {method}/{split_name} failed; its output is in {run_dir / 'sweep.log'}")
     return run_dir
+
+
+TEST_METRICS = ("dice", "iou", "hd95")
+"""The test-set metrics a sweep tabulates per run and per class."""
 
 
 def foreground_classes(summary: dict) -> dict[str, dict]:
@@ -197,26 +238,26 @@ def foreground_mean(summary: dict, metric: str = "dice") -> float:
 
 def collect(sweep: Sweep, splits: dict[str, Path]) -> tuple[list[dict], list[dict], list[dict]]:
     """The results rows (:data:`RESULT_FIELDS`), the training-curve rows (:data:`CURVE_FIELDS`) and the per-class
-    rows (:data:`CLASS_FIELDS`) of every evaluated run."""
+    rows (:data:`CLASS_FIELDS`) of every :func:`done` run; a selection sweep's rows have no test columns, even for
+    runs another sweep evaluated."""
     rows, curves, classes = [], [], []
     for method in sweep.methods:
         chosen = variant(sweep, method)
         layers = chosen.settings.get("layers", _bundle_default(sweep, "layers"))
         for name, path in splits.items():
             run_dir = Path(sweep.output) / "runs" / method / name
-            if not evaluated(run_dir):
+            if not done(sweep, run_dir):
                 continue
-            summary_path = run_dir / "eval" / "summary.json"
             split = json.loads(path.read_text())
-            summary = json.loads(summary_path.read_text())
+            summary = json.loads((run_dir / "eval" / "summary.json").read_text()) if sweep.test else {}
             record_path = run_dir / TRAINING_RECORD
             record = json.loads(record_path.read_text()) if record_path.is_file() else {}
             rows.append({
                 "method": method, "peft_method": chosen.method, "layers": layers,
                 "options": json.dumps({**chosen.options, **chosen.settings}, sort_keys=True),
                 "fraction": split["fraction"], "k_shot": split.get("k_shot"), "n_train": len(split["training"]),
-                "n_test": len(split["test"]), "seed": split["seed"],
-                **{metric: foreground_mean(summary, metric) for metric in ("dice", "iou", "hd95")},
+                "n_test": len(split["test"]) if sweep.test else None, "seed": split["seed"],
+                **{metric: foreground_mean(summary, metric) if summary else None for metric in TEST_METRICS},
                 "hd95_unit": summary.get("distance_unit"),
                 "trainable_parameters": record.get("trainable_parameters"),
                 "train_seconds": record.get("train_seconds"), "epochs_run": record.get("epochs_run"),
@@ -228,20 +269,21 @@ def collect(sweep: Sweep, splits: dict[str, Path]) -> tuple[list[dict], list[dic
                         "train_loss": entry["train_loss"], "val_dice": entry["val_metric"]}
                        for entry in record.get("curves", [])]
             classes += [{"method": method, "n_train": len(split["training"]), "seed": split["seed"], "class": name,
-                         **{metric: scores[metric]["mean"] for metric in ("dice", "iou", "hd95") if metric in scores},
+                         **{metric: scores[metric]["mean"] for metric in TEST_METRICS if metric in scores},
                          "hd95_unit": summary.get("distance_unit")}
                         for name, scores in foreground_classes(summary).items()]
     return rows, curves, classes
 
 
 def write_results(sweep: Sweep, rows: list[dict], curves: list[dict], classes: list[dict]) -> list[Path]:
-    """``results.csv``, ``curves.csv`` and ``classes.csv`` under the sweep's output, then the report rendered from
-    them."""
-    output = Path(sweep.output)
+    """``results.csv``, ``curves.csv`` and ``classes.csv`` in the sweep's ``results_dir``, then the report rendered
+    from them."""
+    output = sweep.results_dir
+    output.mkdir(parents=True, exist_ok=True)
     write_rows(curves, output / "curves.csv", CURVE_FIELDS)
     write_rows(classes, output / "classes.csv", CLASS_FIELDS)
     results = write_rows(rows, output / "results.csv", RESULT_FIELDS)
     budget_line = f"{sweep.steps} optimiser steps per run" if sweep.steps else "the bundle's epochs"
+    tested = f"test set of {rows[0]['n_test'] if rows else '?'} cases" if sweep.test else "no test evaluation"
     return [results, output / "curves.csv", output / "classes.csv",
-            *render(results, title=f"{Path(sweep.output).name}: {budget_line}, test set of "
-                                   f"{rows[0]['n_test'] if rows else '?'} cases")]
+            *render(results, title=f"{output.name}: {budget_line}, {tested}")]

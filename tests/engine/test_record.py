@@ -80,3 +80,33 @@ def test_a_fresh_run_starts_a_fresh_record(tmp_path):
     trainer.run([[0], [1]], max_epochs=1)
     record = json.loads(path.read_text())
     assert [c["epoch"] for c in record["curves"]] == [1] and record["train_seconds"] < 100.0
+
+
+def test_only_a_run_that_ended_says_it_completed(tmp_path):
+    """Spent budget and early stop complete a run; a run killed mid-way (an exception here) never says so."""
+    spent, stopped, killed = (tmp_path / f"{name}.json" for name in ("spent", "stopped", "killed"))
+    network, trainer, evaluator = _engines([1.0] * 4, {})
+    TrainingRecord(str(spent), network, evaluator).attach(trainer)
+    trainer.run([[0], [1]], max_epochs=2)
+    assert json.loads(spent.read_text())["completed"] is True
+
+    network, trainer, evaluator = _engines([1.0] * 8, {})
+    TrainingRecord(str(stopped), network, evaluator).attach(trainer)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(once=2), lambda engine: engine.terminate())  # an early stop
+    trainer.run([[0], [1]], max_epochs=4)
+    record = json.loads(stopped.read_text())
+    assert (record["completed"], record["epochs_run"]) == (True, 2)
+
+    network, trainer, evaluator = _engines([1.0] * 8, {})
+    TrainingRecord(str(killed), network, evaluator).attach(trainer)
+
+    def kill(engine):
+        raise KeyboardInterrupt
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=3), kill)
+    try:
+        trainer.run([[0], [1]], max_epochs=4)
+    except KeyboardInterrupt:
+        pass
+    record = json.loads(killed.read_text())
+    assert record["epochs_run"] == 1 and "completed" not in record

@@ -77,7 +77,7 @@ def fake_bundle(calls, dice_by_method, classes=("1",)):
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
             record = {"trainable_parameters": 123, "train_seconds": 60.0, "epochs_run": 2, "iterations_run": 4,
-                      "best_val_metric": 0.7, "device": "cpu",
+                      "best_val_metric": 0.7, "device": "cpu", "completed": True,
                       "curves": [{"epoch": e, "iteration": 2 * e, "train_loss": 1.0 / e, "val_metric": 0.3 * e}
                                  for e in (1, 2)]}
             (run_dir / "training.json").write_text(json.dumps(record))
@@ -239,5 +239,83 @@ def test_collect_tabulates_the_runs_evaluated_so_far_and_runs_nothing(config, mo
     run_one(config, "dka", name, path)
     monkeypatch.setattr(sweep_module.subprocess, "run", lambda *a, **k: pytest.fail("--collect ran a bundle"))
     assert cli.main(["sweep", str(tmp_path / "sweep.yaml"), "--collect"]) == 0
-    assert "sweep: 8 runs, 1 already evaluated, none run (--collect)" in capsys.readouterr().out
+    assert "sweep: 8 runs, 1 already done, none run (--collect)" in capsys.readouterr().out
     assert [(r["method"], r["dice"]) for r in read_rows(Path(config.output) / "results.csv")] == [("dka", 0.8)]
+
+
+def _kind(command) -> str:
+    return "evaluate" if command[5].endswith("evaluate.json']") else "train"
+
+
+def test_a_run_killed_during_its_evaluation_is_not_trained_again(config, monkeypatch):
+    """Rerunning the training of an early-stopped run would resume it and train it further."""
+    calls = []
+    name, path = next(iter(write_splits(config).items()))
+    fake = fake_bundle(calls, {"dka": 0.8})
+
+    def killed_in_evaluation(command, **kwargs):
+        if _kind(command) == "evaluate":
+            return subprocess.CompletedProcess(command, -9)
+        return fake(command, **kwargs)
+
+    monkeypatch.setattr(sweep_module.subprocess, "run", killed_in_evaluation)
+    with pytest.raises(PipelineError):
+        run_one(config, "dka", name, path)
+    monkeypatch.setattr(sweep_module.subprocess, "run", fake)
+    run_one(config, "dka", name, path)
+    assert [_kind(c) for c in calls] == ["train", "evaluate"]
+
+
+def test_a_training_without_its_completion_is_trained_again(config, monkeypatch):
+    """A killed training's record never says it completed: rerunning its command resumes it."""
+    calls = []
+    name, path = next(iter(write_splits(config).items()))
+    run_dir = planned_run(config, "dka", name, path)[0]
+    run_dir.mkdir(parents=True)
+    (run_dir / "training.json").write_text(json.dumps({"epochs_run": 1, "curves": []}))
+    monkeypatch.setattr(sweep_module.subprocess, "run", fake_bundle(calls, {"dka": 0.8}))
+    run_one(config, "dka", name, path)
+    assert [_kind(c) for c in calls] == ["train", "evaluate"]
+
+
+def test_a_selection_sweep_trains_only_and_reports_validation_dice(config, monkeypatch, tmp_path):
+    """``test: false``: no test evaluation is run or read (not even one another sweep ran in a shared run folder),
+    the tables rank the runs by their best validation Dice, and they go to ``results``, not over the study's."""
+    calls = []
+    monkeypatch.setattr(sweep_module.subprocess, "run", fake_bundle(calls, {"dka": 0.8, "linear_probe": 0.6}))
+    splits = write_splits(config)
+    name, path = next(iter(splits.items()))
+    run_one(config, "dka", name, path)  # the main study evaluates a run the selection grid shares
+    assert [_kind(c) for c in calls] == ["train", "evaluate"]
+
+    selection = Sweep(**{**config.__dict__, "test": False, "results": str(tmp_path / "selection")})
+    assert [_kind(c) for c in planned_run(selection, "dka", name, path)[1]] == ["train"], "--dry-run prints these"
+    for name, path in splits.items():
+        for method in selection.methods:
+            run_one(selection, method, name, path)
+    assert [_kind(c) for c in calls[2:]] == ["train"] * (2 * 4 - 1), "one training per run, the shared one reused"
+    for name, path in splits.items():
+        run_one(selection, "dka", name, path)
+    assert len(calls) == 2 + 7, "a second pass runs nothing"
+
+    rows, curves, classes = collect(selection, splits)
+    assert len(rows) == 8 and classes == []
+    assert {(r["dice"], r["iou"], r["hd95"], r["n_test"], r["best_val_dice"]) for r in rows} == {
+        (None, None, None, None, 0.7)}
+    written = write_results(selection, rows, curves, classes)
+    assert {p.parent for p in written} == {tmp_path / "selection"}
+    assert not (Path(config.output) / "results.csv").exists(), "the study's tables are not the selection's"
+    markdown = (tmp_path / "selection" / "results.md").read_text()
+    assert "no test evaluation" in markdown and "Best validation Dice of each run" in markdown
+    assert "| dka | 0.700 [0.700, 0.700] (n=2) |" in markdown and "Test Dice" not in markdown
+    assert [r["best_val_dice"] for r in read_rows(written[0])] == [0.7] * 8
+
+
+def test_a_selection_sweep_s_test_key_is_a_flag(tmp_path, synthetic_folder):
+    path = tmp_path / "selection.yaml"
+    path.write_text(f"bundle: b\ndataset_dir: {synthetic_folder}\noutput: o\nk_shots: [2]\nmethods: {{dka: }}\n"
+                    "test: 'false'\n")
+    assert Sweep.load(path).test is False
+    path.write_text(path.read_text().replace("'false'", "'maybe'"))
+    with pytest.raises(PipelineError, match="test"):
+        Sweep.load(path)

@@ -1,5 +1,6 @@
 """``python -m pipeline sweep CONFIG``: train and evaluate a bundle per (method, training-set size, seed), then
-write ``results.csv``, ``curves.csv``, ``results.md`` and the plots (see :mod:`pipeline.experiments.report`)."""
+write ``results.csv``, ``curves.csv``, ``results.md`` and the plots (see :mod:`pipeline.experiments.report`); a
+selection sweep (``test: false``) trains only and reports validation Dice."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", nargs="*", help="run only these of the config's methods")
     parser.add_argument("--dry-run", action="store_true", help="write the splits and print the commands only")
     parser.add_argument("--collect", action="store_true",
-                        help="run nothing: tabulate the runs evaluated so far (a grid run in parts, or still running)")
+                        help="run nothing: tabulate the runs done so far (a grid run in parts, or still running)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.experiments.sweep import (
         Sweep,
         collect,
-        evaluated,
+        done,
         planned_run,
         run_one,
         write_results,
@@ -42,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
             for command in planned_run(sweep, method, name, path)[1]:
                 print(shlex.join(command))
         return 0
-    todo = [run for run in plan if not evaluated(planned_run(sweep, *run)[0])]
-    print(f"sweep: {len(plan)} runs, {len(plan) - len(todo)} already evaluated, "
+    todo = [run for run in plan if not done(sweep, planned_run(sweep, *run)[0])]
+    print(f"sweep: {len(plan)} runs, {len(plan) - len(todo)} already done, "
           + ("none run (--collect)" if args.collect else f"{len(todo)} to run"), flush=True)
     if args.collect:
         todo = []
