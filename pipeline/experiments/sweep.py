@@ -141,7 +141,11 @@ def evaluated(run_dir: Path) -> bool:
 
 
 def trained(run_dir: Path) -> bool:
-    """Whether a run folder's training ended (budget spent or early stop): its ``training.json`` says so."""
+    """Whether a run folder's training ended (budget spent or early stop): its ``training.json`` says so, or the
+    run was evaluated (a sweep evaluates only after the training command succeeded; records written before
+    ``completed`` existed say nothing)."""
+    if evaluated(run_dir):
+        return True
     try:
         return json.loads((run_dir / TRAINING_RECORD).read_text()).get("completed") is True
     except (OSError, json.JSONDecodeError):
