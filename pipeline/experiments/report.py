@@ -69,13 +69,14 @@ def cell(values: list[float], metric: str) -> dict:
     return summarise([v for v in values if v is not None], _BOUNDS[metric])
 
 
-def _format(summary: dict, digits: int) -> str:
+def _format(summary: dict, digits: int, signed: bool = False) -> str:
     if summary["mean"] is None:
         return "–"
+    spec = f"{'+' if signed else ''}.{digits}f"
     if summary["n"] == 1:
-        return f"{summary['mean']:.{digits}f} (n=1)"
+        return f"{summary['mean']:{spec}} (n=1)"
     low, high = summary["ci95"]
-    return f"{summary['mean']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] (n={summary['n']})"
+    return f"{summary['mean']:{spec}} [{low:{spec}}, {high:{spec}}] (n={summary['n']})"
 
 
 def _grid(rows: list[dict]) -> tuple[list[str], list[int]]:
@@ -93,6 +94,32 @@ def table(rows: list[dict], metric: str = "dice", digits: int = 3) -> str:
     for method in methods:
         cells = [_format(cell([r[metric] for r in rows if r["method"] == method and r["n_train"] == n], metric),
                          digits) for n in sizes]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paired(rows: list[dict], metric: str = "dice", digits: int = 3) -> str:
+    """Markdown: each method's ``metric`` minus the first method's (the baseline: the first in the sweep config),
+    paired by training-set size and seed, mean [95 % t-interval] (n pairs); empty with one method.
+
+    A seed fixes the split, and which cases a split holds moves every method's score the same way: pairing by seed
+    takes that spread out of the comparison, where the per-method intervals of :func:`table` keep it. A pair exists
+    only where both methods ran.
+    """
+    methods, sizes = _grid(rows)
+    if len(methods) < 2:
+        return ""
+    baseline = methods[0]
+    low, high = _BOUNDS[metric]
+    scores = {(r["method"], r["n_train"], r["seed"]): r[metric] for r in rows if r[metric] is not None}
+    lines = [f"| {metric} − {baseline}, same seed | " + " | ".join(f"{n} cases" for n in sizes) + " |",
+             "|" + " --- |" * (len(sizes) + 1)]
+    for method in methods[1:]:
+        cells = []
+        for n in sizes:
+            pairs = [(score, scores[(baseline, size, seed)]) for (m, size, seed), score in scores.items()
+                     if m == method and size == n and (baseline, size, seed) in scores]
+            cells.append(_format(summarise([a - b for a, b in pairs], (low - high, high - low)), digits, signed=True))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -139,12 +166,17 @@ def headline(rows: list[dict]) -> str:
 
 def markdown(rows: list[dict], title: str = "Results", classes: list[dict] = ()) -> str:
     devices = sorted({r["device"] for r in rows if r.get("device")})
-    if headline(rows) == "dice":
+    metric = headline(rows)
+    if metric == "dice":
         what, tables = "Test Dice", table(rows, "dice") + "\n" + table(rows, "hd95", 1)
     else:
         what, tables = "Best validation Dice of each run (no test evaluation)", table(rows, "best_val_dice")
+    differences = paired(rows, metric)
+    if differences:
+        differences = ("\nEach method minus the first on the same split (paired by seed), mean [95 % t-interval] "
+                       "(n pairs):\n\n" + differences)
     return (f"# {title}\n\n{what}, mean [95 % t-interval over seeds, clipped to 0–1] (n seeds). "
-            f"Runs on: {', '.join(devices) or 'unknown'}.\n\n" + tables
+            f"Runs on: {', '.join(devices) or 'unknown'}.\n\n" + tables + differences
             + "\nTraining cost per run (mean over seeds):\n\n" + costs(rows) + per_class(list(classes)))
 
 

@@ -11,6 +11,8 @@ from pipeline.experiments.report import (
     cell,
     costs,
     eta,
+    markdown,
+    paired,
     read_rows,
     render,
     table,
@@ -41,6 +43,21 @@ def test_table_cells_show_mean_interval_and_n_and_missing_cells():
     assert lines[3] == "| lora | – | 0.800 (n=1) |"
     assert "| hd95 (pixel) |" in table(rows, "hd95")
     assert "| dka | 1,000 | 50, 2.0 | – |" in costs(rows)
+
+
+def test_methods_are_compared_with_the_first_on_the_same_seeds():
+    """Each seed's split lifts both methods alike (0.5 / 0.7 / 0.9): the per-method intervals overlap widely, the
+    paired differences (+0.01, +0.03, +0.02) do not; a seed the baseline lacks makes no pair."""
+    rows = [_row("linear_probe", 5, s, d) for s, d in enumerate((0.5, 0.7, 0.9))]
+    rows += [_row("dka", 5, s, d) for s, d in enumerate((0.51, 0.73, 0.92, 0.1))]
+    rows += [_row("dka", 40, 0, 0.8)]
+    lines = paired(rows).splitlines()
+    assert lines[0] == "| dice − linear_probe, same seed | 5 cases | 40 cases |"
+    # mean 0.02, sd 0.01, t(0.975, 2) = 4.303: half-width 0.0248
+    assert lines[2] == "| dka | +0.020 [-0.005, +0.045] (n=3) | – |"
+    assert "| linear_probe | 0.700 [0.203, 1.000] (n=3) |" in table(rows)
+    assert "minus the first on the same split" in markdown(rows)
+    assert paired([r for r in rows if r["method"] == "dka"]) == "", "one method has nothing to be compared with"
 
 
 def test_render_writes_table_and_plots_from_the_csvs_alone(tmp_path):
