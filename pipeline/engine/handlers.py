@@ -29,6 +29,7 @@ from monai.transforms import Randomizable, Transform
 
 from pipeline.engine.distributed import is_main_process, unwrap
 from pipeline.errors import PipelineError
+from pipeline.options import flag
 from pipeline.peft import adapter_payload, atomic_save, atomic_write, trainable_state_dict
 
 RUN_RECORD = "run.json"
@@ -200,11 +201,15 @@ class ResumeState:
     which is also where a resumed run creates its first one. Left to ignite, a straight run would first exhaust the
     old iterator, and a sampler with its own generator draws once more on exhaustion: the resumed run would then
     shuffle differently.
+
+    A run that an early stop ended stays ended: rerunning its command restores it and trains nothing, where it
+    would otherwise train on past the stop and could replace the model it finished with.
+    ``continue_stopped=True`` (the bundles pass ``--resume true``) trains it on, as asked.
     """
 
     def __init__(self, path: str, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  lr_scheduler=None, evaluator: Engine | None = None, early_stop=None,
-                 every_n_iterations: int = 0) -> None:
+                 every_n_iterations: int = 0, continue_stopped: bool = False) -> None:
         self.path = Path(path)
         self.network = network
         self.optimizer = optimizer
@@ -212,6 +217,7 @@ class ResumeState:
         self.evaluator = evaluator
         self.early_stop = early_stop
         self.every_n_iterations = int(every_n_iterations or 0)
+        self.continue_stopped = flag("resume", continue_stopped)
         self._loader = None
         self._epoch_start: dict | None = None
 
@@ -245,9 +251,10 @@ class ResumeState:
         return state
 
     def save(self, engine: Engine) -> None:
-        """The end-of-epoch state; then the next epoch's iterator, from the state just saved."""
+        """The end-of-epoch state (``stopped``: an early stop ends the run here); then the next epoch's iterator,
+        from the state just saved."""
         if is_main_process():
-            atomic_save(self.state(engine), self.path)
+            atomic_save({**self.state(engine), "stopped": bool(engine.should_terminate)}, self.path)
         if engine.state.epoch < engine.state.max_epochs:
             self._epoch_start = rng_state(self._loader)
             self._set_sampler_epoch(engine.state.epoch + 1)
@@ -303,6 +310,10 @@ class ResumeState:
             self._epoch_start = state["rng"]
         where = f"epoch {engine.state.epoch}" + (f", iteration {engine.state.iteration}" if done else "")
         engine.logger.info(f"resumed from {self.path} at {where}")
+        if state.get("stopped") and not self.continue_stopped:
+            engine.logger.info(f"this run stopped early at epoch {engine.state.epoch}: nothing to train "
+                               "(--resume true trains it on)")
+            engine.terminate()
 
     def _continue_epoch(self, epoch_start: dict, epoch: int, done: int) -> _ContinuedEpoch:
         """Replay the interrupted epoch's first ``done`` batches from its starting random state, so the next batch

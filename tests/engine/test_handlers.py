@@ -26,9 +26,10 @@ class Killed(Exception):
     """Stands in for ``kill -9``: the run stops right after a checkpoint, without any handler running."""
 
 
-def training(path, every_n_iterations=0, kill_at_iteration=None):
+def training(path, every_n_iterations=0, kill_at_iteration=None, stop_at_epoch=None, continue_stopped=False):
     """A toy run with every kind of randomness a bundle has: a shuffling loader with its own generator, random
-    transforms drawing from their own ``R``, dropout in the adapters (torch's global state)."""
+    transforms drawing from their own ``R``, dropout in the adapters (torch's global state). ``stop_at_epoch``
+    ends it there as an early stop does (a terminate at that epoch's end, before the state is saved)."""
     set_determinism(seed=0)
     network = SamViT()
     apply_peft(network, "dka", r=4, dropout=0.5)
@@ -48,7 +49,10 @@ def training(path, every_n_iterations=0, kill_at_iteration=None):
         return loss.item()
 
     engine = Engine(step)
-    ResumeState(str(path), network, optimizer, every_n_iterations=every_n_iterations).attach(engine)
+    if stop_at_epoch is not None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED(once=stop_at_epoch), lambda engine: engine.terminate())
+    ResumeState(str(path), network, optimizer, every_n_iterations=every_n_iterations,
+                continue_stopped=continue_stopped).attach(engine)
     if kill_at_iteration is not None:
         @engine.on(Events.ITERATION_COMPLETED(once=kill_at_iteration))
         def kill(_):
@@ -83,6 +87,20 @@ def test_a_kill_within_an_epoch_resumes_bit_exact_from_the_last_iteration_checkp
         trained(tmp_path / "resumed.pt", max_epochs=3, every_n_iterations=1, kill_at_iteration=5)
     assert read_resume_state(tmp_path / "resumed.pt")["trainer"]["iteration"] == 5, "mid-epoch (3 per epoch)"
     assert_equal_tensors(straight, trained(tmp_path / "resumed.pt", max_epochs=3, every_n_iterations=1))
+
+
+def test_a_run_an_early_stop_ended_is_not_trained_on_when_rerun_unless_asked(tmp_path):
+    stopped = trained(tmp_path / "resume.pt", max_epochs=4, stop_at_epoch=2)
+    engine, loader, network = training(tmp_path / "resume.pt")
+    engine.run(loader, max_epochs=4)
+    assert engine.state.epoch == 2, "rerunning the same command trains nothing"
+    assert_equal_tensors(stopped, trainable_state_dict(network))
+    assert read_resume_state(tmp_path / "resume.pt")["stopped"] is True
+
+    resumed = trained(tmp_path / "resume.pt", max_epochs=4, continue_stopped=True)  # --resume true
+    assert read_resume_state(tmp_path / "resume.pt")["epoch"] == 4
+    assert any(not torch.equal(stopped[name], resumed[name]) for name in stopped)
+    assert read_resume_state(tmp_path / "resume.pt")["stopped"] is False
 
 
 class Payload:
