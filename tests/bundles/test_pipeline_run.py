@@ -164,3 +164,16 @@ def test_polyp_training_killed_and_resumed_equals_training_straight_through(synt
     differing = [n for n in straight["network"] if not torch.equal(straight["network"][n], resumed["network"][n])]
     assert not differing, f"{len(differing)} of {len(straight['network'])} trainable tensors differ"
     assert straight["best_metric"] == resumed["best_metric"]
+
+
+@pytest.mark.parametrize(("resume", "continues"), [(None, False), ("true", True)])
+def test_only_resume_true_trains_on_a_run_an_early_stop_ended(synthetic, tmp_path, resume, continues):
+    """The bundle hands ``--resume`` to its resume state (``tests/engine/test_handlers.py`` tests the behaviour)."""
+    from pipeline.engine.handlers import ResumeState
+
+    data, split = synthetic
+    overrides = {} if resume is None else {"resume": resume}
+    parser = parsed("train.json", dataset_dir=data, split=split, output_dir=tmp_path / "run", **SMALL, **overrides)
+    handlers = parser.get_parsed_content("train#handlers")
+    (state,) = [handler for handler in handlers if isinstance(handler, ResumeState)]
+    assert state.continue_stopped is continues
