@@ -7,17 +7,17 @@ here, so the cells left of a study are worth one prepared device call:
 
     python tools/device_sweep.py prepare configs/hippocampus_study.yaml --methods adapter dka --into .device
     # the device call (carry: [".device"]), as one command:
-    bash tools/device_sweep.sh .device 480
+    bash tools/device_sweep.sh .device 480 8
     # back here, with the folder the call's files came back to:
     python tools/device_sweep.py merge FILES_AT/runs --into runs/hippocampus_study/runs
 
 ``prepare`` copies the split files of the sweep (its ``splits:`` folder: the device must use the very splits of the
 CPU runs) and only the cases they name, wheels of the packages the device image lacks, any file an override
 names (an SSL checkpoint), and writes one sweep config per (method, seed) whose paths point inside the folder and
-whose training-set sizes are those not yet evaluated here, so the device runs the missing cells, one sweep process
-per config side by side. ``merge`` copies the returned run records (no weights) into the CPU study's
-run folder, never over a run folder that is already there, and ``python -m pipeline sweep CONFIG --collect`` then
-tabulates CPU and GPU runs together; each row's ``device`` column says where it ran.
+whose training-set sizes are those not yet evaluated here, so the device runs the missing cells, a sweep process
+per config, several side by side (seed 0's first). ``merge`` copies the returned run records (no weights) into
+the CPU study's run folder, never over a run folder that is already there, and ``python -m pipeline sweep CONFIG
+--collect`` then tabulates CPU and GPU runs together; each row's ``device`` column says where it ran.
 
 Arithmetic: the bundles' ``amp`` (bf16 autocast on CUDA) is turned off there, so a GPU run computes in float32 as
 the CPU runs do and differs from them in rounding only.
@@ -110,7 +110,7 @@ def prepare(config: Path, into: Path, methods: list[str] | None = None, wheels: 
                       "fractions": sorted({s["fraction"] for s in missing.values() if s.get("fraction") is not None}),
                       "overrides": overrides}
             device.pop("results", None)
-            written.append(into / f"sweep_{method}_s{seed}.yaml")
+            written.append(into / f"sweep_s{seed}_{method}.yaml")  # by name, the device runs seed 0 first
             written[-1].write_text(yaml.safe_dump(device, sort_keys=False))
     if wheels:
         download_wheels(into / "whl", into / "data")

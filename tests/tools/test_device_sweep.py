@@ -52,15 +52,15 @@ def test_prepare_plans_only_the_missing_cells_with_the_cases_they_name(study, tm
 
     into = tmp_path / "device"
     configs = device_sweep.prepare(study, into, wheels=False)
-    assert sorted(p.name for p in configs) == ["sweep_dka_s0.yaml", "sweep_dka_s1.yaml", "sweep_linear_probe_s1.yaml"]
-    dka_s0 = yaml.safe_load((into / "sweep_dka_s0.yaml").read_text())
+    assert sorted(p.name for p in configs) == ["sweep_s0_dka.yaml", "sweep_s1_dka.yaml", "sweep_s1_linear_probe.yaml"]
+    dka_s0 = yaml.safe_load((into / "sweep_s0_dka.yaml").read_text())
     assert (dka_s0["k_shots"], dka_s0["seeds"], list(dka_s0["methods"])) == ([4], [0], ["dka"]), "k = 2 ran here"
     assert (dka_s0["dataset_dir"], dka_s0["splits"], dka_s0["output"]) == (
         str(into / "data"), str(into / "splits"), str(into / "out"))
     assert dka_s0["overrides"] == {"prompt": "none", "amp": False}, "float32 on the GPU, as on the CPU"
     assert dka_s0["methods"]["dka"]["overrides"]["checkpoint"] == str(into / "files" / "encoder.pt")
     assert (into / "files" / "encoder.pt").read_bytes() == b"weights"
-    assert Sweep.load(into / "sweep_dka_s0.yaml").splits == str(into / "splits")
+    assert Sweep.load(into / "sweep_s0_dka.yaml").splits == str(into / "splits")
 
     named = set()
     for split in (into / "splits").glob("*.json"):
