@@ -205,8 +205,9 @@ def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) ->
 def run_one(sweep: Sweep, method: str, split_name: str, split_path: Path) -> Path:
     """Train then evaluate one (method, split); returns the run folder. Skips a run that is :func:`done`.
 
-    A run whose training ended but whose evaluation did not (killed during it) goes straight to the evaluation:
-    its training command would resume an early-stopped run and train it further.
+    A run whose training ended but whose evaluation did not (killed during it) goes straight to the evaluation,
+    without building and restoring the model once more for nothing (runs of older code, whose resume state does
+    not record an early stop, would even train on past it).
     """
     run_dir, commands = planned_run(sweep, method, split_name, split_path)
     if done(sweep, run_dir):
