@@ -30,6 +30,7 @@ import json
 import shutil
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import yaml
@@ -48,30 +49,26 @@ READER_PACKAGES = {".nii": "nibabel", ".nii.gz": "nibabel"}
 RECORDS = ("run.json", "split.json", "training.json", "sweep.log", "eval/summary.json", "eval/metrics.csv")
 
 
-def _installed_version(distribution: str) -> str:
-    from importlib.metadata import version
-
-    return version(distribution)
-
-
 def download_wheels(folder: Path, data: Path) -> list[Path]:
     """The device's missing packages as wheels for its Python, at the versions installed here, with the readers
     of the file formats under ``data``."""
     folder.mkdir(parents=True, exist_ok=True)
     readers = {package for suffix, package in READER_PACKAGES.items() if any(data.rglob(f"*{suffix}"))}
-    pins = [f"{name}=={_installed_version(name)}" for name in (*MISSING_ON_DEVICE, *sorted(readers))]
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                    "--python-version", DEVICE_PYTHON, "--implementation", "cp",
-                    "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64",
-                    "-d", str(folder), *pins], check=True)
+    pins = [f"{name}=={version(name)}" for name in (*MISSING_ON_DEVICE, *sorted(readers))]
+    download = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                               "--python-version", DEVICE_PYTHON, "--implementation", "cp",
+                               "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64",
+                               "-d", str(folder), *pins], check=False)
+    if download.returncode != 0:
+        raise PipelineError(f"pip could not download the device's wheels ({' '.join(pins)}) into {folder}")
     return sorted(folder.glob("*.whl"))
 
 
-def _carried_file(value, files: Path, into: Path):
-    """An override naming an existing file: copied under ``files``, the value rewritten to the copy."""
+def _carried_file(value, into: Path):
+    """An override naming an existing file: copied to ``into/files``, the value rewritten to the copy."""
     if isinstance(value, str) and Path(value).is_file():
-        files.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(value, files / Path(value).name)
+        (into / "files").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(value, into / "files" / Path(value).name)
         return str(into / "files" / Path(value).name)
     return value
 
@@ -88,7 +85,7 @@ def prepare(config: Path, into: Path, methods: list[str] | None = None, wheels: 
     if unknown:
         raise PipelineError(f"--methods {unknown} are not in {config}")
     raw = yaml.safe_load(config.read_text())
-    overrides = {key: _carried_file(value, into / "files", into) for key, value in sweep.overrides.items()}
+    overrides = {key: _carried_file(value, into) for key, value in sweep.overrides.items()}
     if "amp" in json.loads((Path(sweep.bundle) / "configs" / "train.json").read_text()):
         overrides["amp"] = False
     written = []
@@ -103,7 +100,7 @@ def prepare(config: Path, into: Path, methods: list[str] | None = None, wheels: 
                 _carry_split(splits[name], split, Path(sweep.dataset_dir), into)
             entry = dict(raw["methods"][method] or {})
             if "overrides" in entry:
-                entry["overrides"] = {k: _carried_file(v, into / "files", into) for k, v in entry["overrides"].items()}
+                entry["overrides"] = {k: _carried_file(v, into) for k, v in entry["overrides"].items()}
             device = {**raw, "dataset_dir": str(into / "data"), "splits": str(into / "splits"),
                       "output": str(into / "out"), "seeds": [seed], "methods": {method: entry},
                       "k_shots": sorted({s["k_shot"] for s in missing.values() if s.get("k_shot") is not None}),

@@ -4,6 +4,7 @@ its returned runs never replace a run folder here."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -99,8 +100,6 @@ def test_merge_copies_returned_records_but_never_over_a_run_folder_here(tmp_path
 
 
 def test_the_device_script_passes_shellcheck():
-    import subprocess
-
     from tests.docker.docker_files import venv_tool
 
     script = Path(__file__).resolve().parents[2] / "tools" / "device_sweep.sh"
@@ -117,9 +116,17 @@ def test_wheels_are_the_missing_packages_at_the_versions_here_and_the_readers_th
         (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "data" / name).write_bytes(b"")
     commands = []
-    monkeypatch.setattr(device_sweep.subprocess, "run", lambda command, check: commands.append(command))
+    monkeypatch.setattr(device_sweep.subprocess, "run",
+                        lambda command, check: commands.append(command) or subprocess.CompletedProcess(command, 0))
     device_sweep.download_wheels(tmp_path / "whl", tmp_path / "data")
     (command,) = commands
     assert command[command.index("--python-version") + 1] == "3.12", "the device image's Python"
     pins = [word for word in command if "==" in word]
     assert pins == [f"{name}=={version(name)}" for name in (*device_sweep.MISSING_ON_DEVICE, *readers)]
+
+
+def test_a_failed_wheel_download_is_one_error(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.setattr(device_sweep.subprocess, "run", lambda command, check: subprocess.CompletedProcess(command, 1))
+    with pytest.raises(PipelineError, match="could not download the device's wheels"):
+        device_sweep.download_wheels(tmp_path / "whl", tmp_path / "data")
