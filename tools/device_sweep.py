@@ -38,7 +38,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.experiments.sweep import Sweep, evaluated, write_splits  # noqa: E402
+from pipeline.experiments.sweep import Sweep, evaluated, train_config, write_splits  # noqa: E402
 
 DEVICE_PYTHON = "3.12"
 # what the bundles import that the device image (its package list: the device tool's KINDS.md) does not hold; the
@@ -86,19 +86,20 @@ def prepare(config: Path, into: Path, methods: list[str] | None = None, wheels: 
         raise PipelineError(f"--methods {unknown} are not in {config}")
     raw = yaml.safe_load(config.read_text())
     overrides = {key: _carried_file(value, into) for key, value in sweep.overrides.items()}
-    if "amp" in json.loads((Path(sweep.bundle) / "configs" / "train.json").read_text()):
+    if "amp" in train_config(sweep.bundle):
         overrides["amp"] = False
     written = []
     for seed in sweep.seeds:
         splits = write_splits(Sweep(**{**sweep.__dict__, "seeds": [seed]}))
+        contents = {name: json.loads(path.read_text()) for name, path in splits.items()}
         for method in chosen:
-            missing = {name: json.loads(path.read_text()) for name, path in splits.items()
+            missing = {name: split for name, split in contents.items()
                        if not evaluated(Path(sweep.output) / "runs" / method / name)}
             if not missing:
                 continue
             for name, split in missing.items():
                 _carry_split(splits[name], split, Path(sweep.dataset_dir), into)
-            entry = dict(raw["methods"][method] or {})
+            entry = dict(sweep.methods[method])
             if "overrides" in entry:
                 entry["overrides"] = {k: _carried_file(v, into) for k, v in entry["overrides"].items()}
             device = {**raw, "dataset_dir": str(into / "data"), "splits": str(into / "splits"),

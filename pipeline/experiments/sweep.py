@@ -125,14 +125,14 @@ def budget(sweep: Sweep, n_train: int, batch_size: int, samples_per_case: int = 
 
 
 @cache
-def _train_config(bundle: str) -> dict:
+def train_config(bundle: str) -> dict:
     """A bundle's ``train.json``, read once per process."""
     return json.loads((Path(bundle) / "configs" / "train.json").read_text())
 
 
 def _bundle_default(sweep: Sweep, key: str):
     """``key``'s value in every run of ``sweep``: the sweep's override, else the bundle's ``train.json``."""
-    return sweep.overrides.get(key, _train_config(sweep.bundle).get(key))
+    return sweep.overrides.get(key, train_config(sweep.bundle).get(key))
 
 
 def evaluated(run_dir: Path) -> bool:
@@ -186,7 +186,7 @@ def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) ->
     run_dir = Path(sweep.output) / "runs" / method / split_name
     common = {"dataset_dir": sweep.dataset_dir, "split": split_path, "output_dir": run_dir}
     configs = Path(sweep.bundle) / "configs"
-    if "cache_dir" in _train_config(sweep.bundle):
+    if "cache_dir" in train_config(sweep.bundle):
         # every run shares one frozen-prefix cache: the test set (and, per method's prefix, the training views)
         # is encoded once for the whole sweep
         common["cache_dir"] = Path(sweep.output) / "cache"
