@@ -77,8 +77,8 @@ def test_command_on_litemedsam_with_synthetic_images(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_measured_encoder_is_the_adapted_one_whatever_head_it_was_trained_with(tmp_path):
-    from pipeline.analysis.commands.erf import load_encoder_adapter
+def test_the_measured_encoder_is_the_adapted_one_whatever_head_it_was_trained_with_and_however_labelled(tmp_path):
+    from pipeline.analysis.commands.erf import measured_models
     from pipeline.models import build_backbone
     from pipeline.peft import apply_peft, save_adapter
 
@@ -90,13 +90,15 @@ def test_the_measured_encoder_is_the_adapted_one_whatever_head_it_was_trained_wi
             if parameter.requires_grad and name.startswith("image_encoder."):
                 parameter.normal_(0, 0.2)
     save_adapter(adapted, tmp_path / "dka.pt")
-    measured, frozen = build_backbone("litemedsam"), build_backbone("litemedsam")
-    assert load_encoder_adapter(measured, tmp_path / "dka.pt") == "dka"
+    (frozen_label, _, frozen), *adapted_models = measured_models(
+        "litemedsam", {}, [str(tmp_path / "dka.pt"), f"large kernels={tmp_path / 'dka.pt'}"])
+    assert (frozen_label, *(label for label, _, _ in adapted_models)) == ("frozen", "dka", "large kernels")
     image = torch.rand(1, 3, 256, 256)
     with torch.no_grad():
         expected = adapted.eval().image_encoder(image)
-        assert torch.allclose(measured.eval().image_encoder(image), expected, atol=1e-5)
-        assert not torch.allclose(frozen.eval().image_encoder(image), expected, atol=1e-2)
+        for _, _, measured in adapted_models:  # labelled or not, the adapted encoder is what gets measured
+            assert torch.allclose(measured.image_encoder(image), expected, atol=1e-5)
+        assert not torch.allclose(frozen.image_encoder(image), expected, atol=1e-2)
 
 
 @pytest.mark.slow

@@ -40,6 +40,23 @@ def load_encoder_adapter(model, path) -> str:
     return peft_state_of(model).method
 
 
+def measured_models(backbone: str, options: dict, adapters: list[str]) -> list[tuple]:
+    """``(label, checkpoint, model)`` for the frozen encoder and each ``[LABEL=]MODEL.pt``, every checkpoint loaded
+    (and a wrong one refused) before the first, slow, measurement. A label names a panel; it never replaces the
+    loading."""
+    from pipeline.models import build_backbone
+
+    models = []
+    for given in [None, *adapters]:
+        model = build_backbone(backbone, **options)
+        label, adapter = ("frozen", None) if given is None else _labelled(given)
+        if adapter is not None:
+            method = load_encoder_adapter(model, adapter)
+            label = label or method
+        models.append((label, adapter, model.eval().requires_grad_(False)))
+    return models
+
+
 def _prepared(model, path):
     """The encoder input ``model`` makes of the image at ``path`` (its own resizing and intensity scaling)."""
     import numpy as np
@@ -79,7 +96,6 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.analysis.erf import contribution_map, erf_ratios
     from pipeline.data.formats import IMAGE_2D_SUFFIXES, has_suffix
     from pipeline.errors import PipelineError
-    from pipeline.models import build_backbone
 
     folder = Path(args.images)
     if not folder.is_dir():
@@ -88,15 +104,8 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         raise PipelineError(f"{args.images} holds no 2D images ({', '.join(IMAGE_2D_SUFFIXES)})")
     options = {"checkpoint": args.checkpoint} if args.checkpoint else {}
-    models = []  # every checkpoint is loaded (and a wrong one refused) before the first, slow, measurement
-    for given in [None, *args.adapter]:
-        model = build_backbone(args.backbone, **options)
-        label, adapter = ("frozen", None) if given is None else _labelled(given)
-        if adapter is not None:
-            label = label or load_encoder_adapter(model, adapter)
-        models.append((label, adapter, model.eval().requires_grad_(False)))
     encoders, maps = [], []
-    for label, adapter, model in models:
+    for label, adapter, model in measured_models(args.backbone, options, args.adapter):
         contribution = contribution_map(model.image_encoder, (_prepared(model, p) for p in files))
         ratios = erf_ratios(contribution)
         encoders.append({"label": label, "adapter": adapter, **ratios})
