@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.engine.bundle_run import bundle_command
+from pipeline.engine.handlers import RUN_RECORD
 from pipeline.engine.record import TRAINING_RECORD
 from pipeline.errors import PipelineError
 from pipeline.experiments.report import CLASS_FIELDS, CURVE_FIELDS, RESULT_FIELDS, render, write_rows
@@ -180,6 +181,45 @@ def variant(sweep: Sweep, label: str) -> Variant:
     return Variant(method, entry, settings)
 
 
+def planned_settings(sweep: Sweep, method: str, split_path: Path) -> dict:
+    """The bundle settings one (method label, split) runs with: the sweep's overrides, the step budget, and the
+    label's method, options and own settings."""
+    chosen = variant(sweep, method)
+    n_train = len(json.loads(Path(split_path).read_text())["training"])
+    samples_per_case = int(_bundle_default(sweep, "slices_per_volume") or 1)
+    steps = budget(sweep, n_train, int(_bundle_default(sweep, "batch_size")), samples_per_case)
+    return {**sweep.overrides, **steps, **chosen.settings, "method": chosen.method, "method_options": chosen.options}
+
+
+def check_ran_as_planned(run_dir: Path, settings: dict) -> None:
+    """Refuse a finished run that ran with other settings than the sweep now asks for.
+
+    Edit a config's learning rate, budget or a method's options and rerun it: without this check, the runs of the
+    old settings would be skipped as done and tabulated under the new ones, a wrong table without a word. Compared:
+    each of :func:`planned_settings` that the run's ``run.json`` records (a checkpoint by its file name, which a
+    device run carries to another folder) and the budget (``max_epochs``) its ``training.json`` records. Where the
+    data lies and the split file are not settings: the run folder is the split's, and the bundle refuses to train
+    a folder on another split.
+    """
+    def comparable(key: str, value):
+        value = json.loads(json.dumps(value, default=str))
+        return Path(value).name if key == "checkpoint" and isinstance(value, str) else value
+
+    def read(name: str) -> dict:
+        try:
+            return json.loads((run_dir / name).read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    recorded = {**read(RUN_RECORD).get("fingerprint", {}), "max_epochs": read(TRAINING_RECORD).get("max_epochs")}
+    differences = [f"{key} {recorded[key]!r} there, {settings[key]!r} now" for key in settings
+                   if recorded.get(key) is not None
+                   and comparable(key, recorded[key]) != comparable(key, settings[key])]
+    if differences:
+        raise PipelineError(f"{run_dir} ran with other settings than this sweep asks ({'; '.join(differences[:3])}): "
+                            "give the sweep another output folder, or delete that run folder to run it again")
+
+
 def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) -> tuple[Path, list[list[str]]]:
     """The run folder of one (method label, split) and its commands: train, then evaluate (a selection sweep's
     runs: train only)."""
@@ -190,12 +230,7 @@ def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) ->
         # every run shares one frozen-prefix cache: the test set (and, per method's prefix, the training views)
         # is encoded once for the whole sweep
         common["cache_dir"] = Path(sweep.output) / "cache"
-    chosen = variant(sweep, method)
-    n_train = len(json.loads(Path(split_path).read_text())["training"])
-    samples_per_case = int(_bundle_default(sweep, "slices_per_volume") or 1)
-    steps = budget(sweep, n_train, int(_bundle_default(sweep, "batch_size")), samples_per_case)
-    settings = {**sweep.overrides, **steps,
-                **chosen.settings, "method": chosen.method, "method_options": chosen.options}
+    settings = planned_settings(sweep, method, split_path)
     commands = [bundle_command(configs, ["train.json"], **settings, **common)]
     if sweep.test:
         commands.append(bundle_command(configs, ["train.json", "evaluate.json"], **settings, **common))
@@ -210,9 +245,10 @@ def run_one(sweep: Sweep, method: str, split_name: str, split_path: Path) -> Pat
     not record an early stop, would even train on past it).
     """
     run_dir, commands = planned_run(sweep, method, split_name, split_path)
-    if done(sweep, run_dir):
-        return run_dir
     if trained(run_dir):
+        check_ran_as_planned(run_dir, planned_settings(sweep, method, split_path))
+        if done(sweep, run_dir):
+            return run_dir
         commands = commands[1:]
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "sweep.log").open("a") as log:
@@ -253,6 +289,7 @@ def collect(sweep: Sweep, splits: dict[str, Path]) -> tuple[list[dict], list[dic
             run_dir = Path(sweep.output) / "runs" / method / name
             if not done(sweep, run_dir):
                 continue
+            check_ran_as_planned(run_dir, planned_settings(sweep, method, path))
             split = json.loads(path.read_text())
             summary = json.loads((run_dir / "eval" / "summary.json").read_text()) if sweep.test else {}
             record_path = run_dir / TRAINING_RECORD

@@ -59,8 +59,8 @@ overrides: {{max_epochs: 3}}
 
 
 def fake_bundle(calls, dice_by_method, classes=("1",)):
-    """Stands in for the bundle: training writes a training.json, evaluation a summary.json (class ``k`` of
-    ``classes`` scoring the method's Dice minus ``0.1 k``)."""
+    """Stands in for the bundle: training writes a run.json and a training.json, evaluation a summary.json (class
+    ``k`` of ``classes`` scoring the method's Dice minus ``0.1 k``)."""
 
     def run(command, stdout=None, stderr=None):
         calls.append(command)
@@ -76,8 +76,13 @@ def fake_bundle(calls, dice_by_method, classes=("1",)):
                           "hd95": {"mean": 7.0 + k}} for k, name in enumerate(classes)}}))
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
+            fingerprint = {"method": args["--method"], "method_options": json.loads(args["--method_options"]),
+                           "dataset_dir": args["--dataset_dir"], "checkpoint": args.get("--checkpoint"),
+                           "lr": float(args["--lr"]) if "--lr" in args else 1e-4}
+            (run_dir / "run.json").write_text(json.dumps({"fingerprint": fingerprint}))
             record = {"trainable_parameters": 123, "train_seconds": 60.0, "epochs_run": 2, "iterations_run": 4,
                       "best_val_metric": 0.7, "device": "cpu", "completed": True,
+                      "max_epochs": int(args.get("--max_epochs", 20)),
                       "curves": [{"epoch": e, "iteration": 2 * e, "train_loss": 1.0 / e, "val_metric": 0.3 * e}
                                  for e in (1, 2)]}
             (run_dir / "training.json").write_text(json.dumps(record))
@@ -322,3 +327,32 @@ def test_a_selection_sweep_s_test_key_is_a_flag(tmp_path, synthetic_folder):
     path.write_text(path.read_text().replace("'false'", "'maybe'"))
     with pytest.raises(PipelineError, match="test"):
         Sweep.load(path)
+
+
+def test_a_finished_run_of_other_settings_is_refused_not_tabulated(config, monkeypatch):
+    """A config edited after its runs finished must not relabel them: the old runs are refused, by name."""
+    calls = []
+    monkeypatch.setattr(sweep_module.subprocess, "run", fake_bundle(calls, {"dka": 0.8}))
+    name, path = next(iter(write_splits(config).items()))
+    run_one(config, "dka", name, path)
+    run_dir = planned_run(config, "dka", name, path)[0]
+
+    edits = [({"methods": {"dka": {"r": 16}}}, "method_options {'r': 8} there, {'r': 16} now"),
+             ({"overrides": {"max_epochs": 5}}, "max_epochs 3 there, 5 now"),
+             ({"overrides": {"max_epochs": 3, "lr": 1e-3}}, "lr 0.0001 there, 0.001 now")]
+    for edit, message in edits:
+        edited = Sweep(**{**config.__dict__, **edit})
+        with pytest.raises(PipelineError) as ran:
+            run_one(edited, "dka", name, path)
+        with pytest.raises(PipelineError) as collected:
+            collect(edited, {name: path})
+        assert str(ran.value) == str(collected.value) == (
+            f"{run_dir} ran with other settings than this sweep asks ({message}): give the sweep another output "
+            "folder, or delete that run folder to run it again")
+    assert len(calls) == 2, "nothing was run again"
+
+    record = json.loads((run_dir / "run.json").read_text())  # a device run: its data and checkpoint were carried
+    record["fingerprint"].update(dataset_dir="/device/data", checkpoint="/device/files/encoder.pt")
+    (run_dir / "run.json").write_text(json.dumps(record))
+    moved = Sweep(**{**config.__dict__, "overrides": {"max_epochs": 3, "checkpoint": "/here/ssl/encoder.pt"}})
+    assert [row["method"] for row in collect(moved, {name: path})[0]] == ["dka"]
