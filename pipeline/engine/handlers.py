@@ -30,7 +30,7 @@ from monai.transforms import Randomizable, Transform
 from pipeline.engine.distributed import is_main_process, unwrap
 from pipeline.errors import PipelineError
 from pipeline.options import flag
-from pipeline.peft import adapter_payload, atomic_save, atomic_write, trainable_state_dict
+from pipeline.peft import METHODS, adapter_payload, atomic_save, atomic_write, build_method, trainable_state_dict
 
 RUN_RECORD = "run.json"
 
@@ -340,8 +340,23 @@ class _ContinuedEpoch:
         return len(self.loader)
 
 
+def with_resolved_options(record: dict) -> dict:
+    """``record`` with its ``method_options`` as its ``method`` resolves them, every default spelt out: a run
+    recorded as ``{}`` then equals one recorded with its defaults written, and a run of an older default differs
+    from one of a newer default. Options the method no longer accepts are left as recorded (and so differ)."""
+    method, options = record.get("method"), record.get("method_options")
+    if method not in METHODS or not isinstance(options, dict):
+        return record
+    try:
+        resolved = build_method(method, **options).options()
+    except PipelineError:
+        return record
+    return {**record, "method_options": json.loads(json.dumps(resolved, default=str))}
+
+
 def _fingerprint(settings: dict) -> dict:
-    """``settings`` as JSON-comparable values: the split becomes a hash of its content, the data folder absolute."""
+    """``settings`` as JSON-comparable values: the split becomes a hash of its content, the data folder absolute,
+    the method's options resolved."""
     record = {}
     for key, value in settings.items():
         if key == "split":
@@ -350,12 +365,21 @@ def _fingerprint(settings: dict) -> dict:
         elif key == "dataset_dir" and value is not None:
             value = str(Path(value).resolve())
         record[key] = json.loads(json.dumps(value, default=str))
-    return record
+    return with_resolved_options(record)
 
 
-def _differences(old: dict, new: dict) -> str:
-    keys = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
-    return "; ".join(f"{key}: {old.get(key, '(unset)')!r} there, {new.get(key, '(unset)')!r} now" for key in keys[:4])
+def differences(old: dict, new: dict, most: int = 4) -> str:
+    """The keys whose values differ, ``key: old there, new now``; a mapping (a method's options) by its differing
+    entries only."""
+    found = []
+    for key in sorted(set(old) | set(new)):
+        there, now = old.get(key, "(unset)"), new.get(key, "(unset)")
+        if isinstance(there, dict) and isinstance(now, dict):
+            found += [f"{key}.{inner}: {there.get(inner, '(unset)')!r} there, {now.get(inner, '(unset)')!r} now"
+                      for inner in sorted(set(there) | set(now)) if there.get(inner) != now.get(inner)]
+        elif there != now:
+            found.append(f"{key}: {there!r} there, {now!r} now")
+    return "; ".join(found[:most])
 
 
 def claim_run_folder(output_dir: str, settings: dict, resume: bool = False, overwrite: bool = False,
@@ -381,7 +405,7 @@ def claim_run_folder(output_dir: str, settings: dict, resume: bool = False, over
         except (json.JSONDecodeError, AttributeError) as error:
             raise PipelineError(f"{record_path} is not a run record ({error}); delete it or pass another "
                                 "--output_dir") from None
-        conflict = _differences(previous, fingerprint) if previous != fingerprint else ""
+        conflict = differences(with_resolved_options(previous), fingerprint)
     else:
         leftovers = [name for name in owned if (folder / name).exists()]
         conflict = f"it holds {', '.join(leftovers)} of a run without {RUN_RECORD}" if leftovers else ""

@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.engine.bundle_run import bundle_command
-from pipeline.engine.handlers import RUN_RECORD
+from pipeline.engine.handlers import RUN_RECORD, differences, with_resolved_options
 from pipeline.engine.record import TRAINING_RECORD
 from pipeline.errors import PipelineError
 from pipeline.experiments.report import CLASS_FIELDS, CURVE_FIELDS, RESULT_FIELDS, render, write_rows
@@ -196,14 +196,16 @@ def check_ran_as_planned(run_dir: Path, settings: dict) -> None:
 
     Edit a config's learning rate, budget or a method's options and rerun it: without this check, the runs of the
     old settings would be skipped as done and tabulated under the new ones, a wrong table without a word. Compared:
-    each of :func:`planned_settings` that the run's ``run.json`` records (a checkpoint by its file name, which a
-    device run carries to another folder) and the budget (``max_epochs``) its ``training.json`` records. Where the
-    data lies and the split file are not settings: the run folder is the split's, and the bundle refuses to train
-    a folder on another split.
+    each of :func:`planned_settings` that the run's ``run.json`` records (a method's options as resolved, a
+    checkpoint by its file name, which a device run carries to another folder) and the budget (``max_epochs``) its
+    ``training.json`` records. Where the data lies and the split file are not settings: the run folder is the
+    split's, and the bundle refuses to train a folder on another split.
     """
-    def comparable(key: str, value):
-        value = json.loads(json.dumps(value, default=str))
-        return Path(value).name if key == "checkpoint" and isinstance(value, str) else value
+    def comparable(record: dict) -> dict:
+        record = with_resolved_options(json.loads(json.dumps(record, default=str)))
+        if isinstance(record.get("checkpoint"), str):
+            record["checkpoint"] = Path(record["checkpoint"]).name
+        return record
 
     def read(name: str) -> dict:
         try:
@@ -212,12 +214,11 @@ def check_ran_as_planned(run_dir: Path, settings: dict) -> None:
             return {}
 
     recorded = {**read(RUN_RECORD).get("fingerprint", {}), "max_epochs": read(TRAINING_RECORD).get("max_epochs")}
-    differences = [f"{key} {recorded[key]!r} there, {settings[key]!r} now" for key in settings
-                   if recorded.get(key) is not None
-                   and comparable(key, recorded[key]) != comparable(key, settings[key])]
-    if differences:
-        raise PipelineError(f"{run_dir} ran with other settings than this sweep asks ({'; '.join(differences[:3])}): "
-                            "give the sweep another output folder, or delete that run folder to run it again")
+    planned = comparable({key: value for key, value in settings.items() if recorded.get(key) is not None})
+    found = differences(comparable({key: recorded[key] for key in planned}), planned, most=3)
+    if found:
+        raise PipelineError(f"{run_dir} ran with other settings than this sweep asks ({found}): give the sweep "
+                            "another output folder, or delete that run folder to run it again")
 
 
 def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) -> tuple[Path, list[list[str]]]:

@@ -156,7 +156,7 @@ def test_a_run_folder_refuses_a_run_with_other_settings_unless_told(tmp_path):
     other_split = {**SETTINGS, "dataset_dir": str(tmp_path), "split": {"training": [{"image": "b.png"}]}}
     with pytest.raises(PipelineError, match=r"belongs to another run \(split: 'sha256:\w+' there, 'sha256:\w+' now\)"):
         claim_run_folder(tmp_path, other_split)
-    with pytest.raises(PipelineError, match=r"method_options: \{'r': 8\} there, \{'r': 4\} now"):
+    with pytest.raises(PipelineError, match=r"method_options.r: 8 there, 4 now"):
         claim_run_folder(tmp_path, {**SETTINGS, "dataset_dir": str(tmp_path), "method_options": {"r": 4}})
 
     (tmp_path / "models").mkdir()
@@ -167,6 +167,19 @@ def test_a_run_folder_refuses_a_run_with_other_settings_unless_told(tmp_path):
     claim_run_folder(tmp_path, {**other_split, "lr": 1e-3}, overwrite=True)
     assert not (tmp_path / "models" / "resume.pt").exists() and not (tmp_path / "models" / "model.pt").exists()
     assert json.loads((tmp_path / "run.json").read_text())["fingerprint"]["lr"] == 1e-3
+
+
+def test_a_run_folder_records_the_method_options_as_resolved_so_a_changed_default_is_another_run(tmp_path):
+    settings = {**SETTINGS, "method_options": {}}
+    (tmp_path / "run.json").write_text(json.dumps({"fingerprint": {  # as written before options were resolved
+        **{k: v for k, v in settings.items() if k != "split"},
+        "split": claim_run_folder(tmp_path / "new", settings)["split"]}}))
+    claim_run_folder(tmp_path, {**settings, "method_options": {"init": "default", "kernel_large": 51}})
+    recorded = json.loads((tmp_path / "run.json").read_text())["fingerprint"]["method_options"]
+    assert (recorded["init"], recorded["kernel_large"], recorded["kernel_small"]) == ("default", 51, 5)
+    with pytest.raises(PipelineError, match=r"belongs to another run \(method_options.init: 'default' there, "
+                                            r"'zero' now\)"):
+        claim_run_folder(tmp_path, {**settings, "method_options": {"init": "zero"}})
 
 
 def test_a_run_folder_with_outputs_but_no_record_is_refused(tmp_path):

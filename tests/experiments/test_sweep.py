@@ -337,9 +337,9 @@ def test_a_finished_run_of_other_settings_is_refused_not_tabulated(config, monke
     run_one(config, "dka", name, path)
     run_dir = planned_run(config, "dka", name, path)[0]
 
-    edits = [({"methods": {"dka": {"r": 16}}}, "method_options {'r': 8} there, {'r': 16} now"),
-             ({"overrides": {"max_epochs": 5}}, "max_epochs 3 there, 5 now"),
-             ({"overrides": {"max_epochs": 3, "lr": 1e-3}}, "lr 0.0001 there, 0.001 now")]
+    edits = [({"methods": {"dka": {"r": 16}}}, "method_options.r: 8 there, 16 now"),
+             ({"overrides": {"max_epochs": 5}}, "max_epochs: 3 there, 5 now"),
+             ({"overrides": {"max_epochs": 3, "lr": 1e-3}}, "lr: 0.0001 there, 0.001 now")]
     for edit, message in edits:
         edited = Sweep(**{**config.__dict__, **edit})
         with pytest.raises(PipelineError) as ran:
