@@ -8,7 +8,8 @@
   after every epoch (and every ``every_n_iterations`` iterations when asked) and loaded when the trainer starts.
   The frozen backbone is not in it: it is rebuilt from its own weights.
 * :func:`claim_run_folder`: ``run.json``, the fingerprint of the run that owns an output folder, so a second run
-  with other data, split, method or settings never continues or overwrites the first one's files by accident.
+  with other data, split, method or settings never continues or overwrites the first one's files by accident; and
+  a lock held while the run trains, so a second process never trains the same folder at the same time.
 
 Every file is read with ``torch.load(weights_only=True)``: a run folder is data, and unpickling arbitrary objects
 from it would run whatever code they name. So the states are kept to tensors, numbers, strings, lists and dicts.
@@ -17,8 +18,10 @@ Under DDP only rank 0 writes; every rank loads.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import random
 from pathlib import Path
 
@@ -382,6 +385,33 @@ def differences(old: dict, new: dict, most: int = 4) -> str:
     return "; ".join(found[:most])
 
 
+LOCK_FILE = ".lock"
+_held_locks: dict[Path, int] = {}  # run folder -> the open lock file, held until this process ends
+
+
+def lock_run_folder(folder: Path) -> None:
+    """Hold ``folder``'s lock for the rest of this process, or stop if another process holds it.
+
+    Two processes training one folder (a sweep started twice, or a sweep restarted while the training it had
+    started still runs) would overwrite each other's resume state and ``model.pt``. The OS releases the lock when
+    the process ends, however it ends, so a killed run leaves nothing to clean up.
+    """
+    folder = folder.resolve()
+    if folder in _held_locks:
+        return
+    descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
+        os.close(descriptor)
+        raise PipelineError(f"output_dir {folder} is being trained by another process (pid {holder}): wait for it "
+                            "to end, or stop it, before training there") from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, str(os.getpid()).encode(), 0)
+    _held_locks[folder] = descriptor
+
+
 def claim_run_folder(output_dir: str, settings: dict, resume: bool = False, overwrite: bool = False,
                      owned: tuple[str, ...] = ("split.json", "models/resume.pt", "models/model.pt")) -> dict:
     """Make ``output_dir`` this run's: record its fingerprint in ``run.json``, or refuse a folder another run owns.
@@ -414,10 +444,12 @@ def claim_run_folder(output_dir: str, settings: dict, resume: bool = False, over
             f"output_dir {folder} belongs to another run ({conflict}): pass --resume true to continue it with "
             "these settings, --overwrite true to start afresh there, or another --output_dir"
         )
+    folder.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        lock_run_folder(folder)
     if overwrite:
         for name in owned:
             if name != "split.json":
                 (folder / name).unlink(missing_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
     write_json({"fingerprint": fingerprint}, record_path)
     return fingerprint

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -180,6 +182,26 @@ def test_a_run_folder_records_the_method_options_as_resolved_so_a_changed_defaul
     with pytest.raises(PipelineError, match=r"belongs to another run \(method_options.init: 'default' there, "
                                             r"'zero' now\)"):
         claim_run_folder(tmp_path, {**settings, "method_options": {"init": "zero"}})
+
+
+def test_a_run_folder_being_trained_by_another_process_is_refused_until_it_ends(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, json; from pipeline.engine.handlers import claim_run_folder; "
+         "claim_run_folder(sys.argv[1], json.loads(sys.argv[2])); print('claimed', flush=True); sys.stdin.read()",
+         str(tmp_path), json.dumps(SETTINGS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        (tmp_path / "models").mkdir()
+        (tmp_path / "models" / "resume.pt").write_bytes(b"the other process's state")
+        with pytest.raises(PipelineError) as error:
+            claim_run_folder(tmp_path, SETTINGS, overwrite=True)
+        assert str(error.value) == (f"output_dir {tmp_path.resolve()} is being trained by another process "
+                                    f"(pid {holder.pid}): wait for it to end, or stop it, before training there")
+        assert (tmp_path / "models" / "resume.pt").read_bytes() == b"the other process's state", "nothing deleted"
+    finally:
+        holder.communicate("")  # the holder ends; the OS releases its lock
+    claim_run_folder(tmp_path, SETTINGS)
+    claim_run_folder(tmp_path, SETTINGS)  # this process holds it now, and may claim it again
 
 
 def test_a_run_folder_with_outputs_but_no_record_is_refused(tmp_path):
