@@ -26,6 +26,7 @@ import subprocess
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -141,16 +142,19 @@ def evaluated(run_dir: Path) -> bool:
     return (run_dir / "eval" / "summary.json").is_file()
 
 
+def _record(path: Path) -> dict:
+    """A run's JSON record, or ``{}`` when it is missing or half-written (a killed run's)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def trained(run_dir: Path) -> bool:
     """Whether a run folder's training ended (budget spent or early stop): its ``training.json`` says so, or the
     run was evaluated (a sweep evaluates only after the training command succeeded; records written before
     ``completed`` existed say nothing)."""
-    if evaluated(run_dir):
-        return True
-    try:
-        return json.loads((run_dir / TRAINING_RECORD).read_text()).get("completed") is True
-    except (OSError, json.JSONDecodeError):
-        return False
+    return evaluated(run_dir) or _record(run_dir / TRAINING_RECORD).get("completed") is True
 
 
 def done(sweep: Sweep, run_dir: Path) -> bool:
@@ -181,11 +185,10 @@ def variant(sweep: Sweep, label: str) -> Variant:
     return Variant(method, entry, settings)
 
 
-def planned_settings(sweep: Sweep, method: str, split_path: Path) -> dict:
-    """The bundle settings one (method label, split) runs with: the sweep's overrides, the step budget, and the
-    label's method, options and own settings."""
+def planned_settings(sweep: Sweep, method: str, n_train: int) -> dict:
+    """The bundle settings one method label runs with on ``n_train`` training cases: the sweep's overrides, the
+    step budget, and the label's method, options and own settings."""
     chosen = variant(sweep, method)
-    n_train = len(json.loads(Path(split_path).read_text())["training"])
     samples_per_case = int(_bundle_default(sweep, "slices_per_volume") or 1)
     steps = budget(sweep, n_train, int(_bundle_default(sweep, "batch_size")), samples_per_case)
     return {**sweep.overrides, **steps, **chosen.settings, "method": chosen.method, "method_options": chosen.options}
@@ -207,13 +210,8 @@ def check_ran_as_planned(run_dir: Path, settings: dict) -> None:
             record["checkpoint"] = Path(record["checkpoint"]).name
         return record
 
-    def read(name: str) -> dict:
-        try:
-            return json.loads((run_dir / name).read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
-
-    recorded = {**read(RUN_RECORD).get("fingerprint", {}), "max_epochs": read(TRAINING_RECORD).get("max_epochs")}
+    recorded = {**_record(run_dir / RUN_RECORD).get("fingerprint", {}),
+                "max_epochs": _record(run_dir / TRAINING_RECORD).get("max_epochs")}
     planned = comparable({key: value for key, value in settings.items() if recorded.get(key) is not None})
     found = differences(comparable({key: recorded[key] for key in planned}), planned, most=3)
     if found:
@@ -221,9 +219,15 @@ def check_ran_as_planned(run_dir: Path, settings: dict) -> None:
                             "another output folder, or delete that run folder to run it again")
 
 
-def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) -> tuple[Path, list[list[str]]]:
-    """The run folder of one (method label, split) and its commands: train, then evaluate (a selection sweep's
-    runs: train only)."""
+class PlannedRun(NamedTuple):
+    run_dir: Path
+    commands: list[list[str]]
+    settings: dict
+
+
+def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) -> PlannedRun:
+    """The run folder of one (method label, split), its commands (train, then evaluate; a selection sweep's runs:
+    train only) and the settings they pass."""
     run_dir = Path(sweep.output) / "runs" / method / split_name
     common = {"dataset_dir": sweep.dataset_dir, "split": split_path, "output_dir": run_dir}
     configs = Path(sweep.bundle) / "configs"
@@ -231,11 +235,11 @@ def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) ->
         # every run shares one frozen-prefix cache: the test set (and, per method's prefix, the training views)
         # is encoded once for the whole sweep
         common["cache_dir"] = Path(sweep.output) / "cache"
-    settings = planned_settings(sweep, method, split_path)
+    settings = planned_settings(sweep, method, len(json.loads(Path(split_path).read_text())["training"]))
     commands = [bundle_command(configs, ["train.json"], **settings, **common)]
     if sweep.test:
         commands.append(bundle_command(configs, ["train.json", "evaluate.json"], **settings, **common))
-    return run_dir, commands
+    return PlannedRun(run_dir, commands, settings)
 
 
 def run_one(sweep: Sweep, method: str, split_name: str, split_path: Path) -> Path:
@@ -245,9 +249,9 @@ def run_one(sweep: Sweep, method: str, split_name: str, split_path: Path) -> Pat
     without building and restoring the model once more for nothing (runs of older code, whose resume state does
     not record an early stop, would even train on past it).
     """
-    run_dir, commands = planned_run(sweep, method, split_name, split_path)
+    run_dir, commands, settings = planned_run(sweep, method, split_name, split_path)
     if trained(run_dir):
-        check_ran_as_planned(run_dir, planned_settings(sweep, method, split_path))
+        check_ran_as_planned(run_dir, settings)
         if done(sweep, run_dir):
             return run_dir
         commands = commands[1:]
@@ -290,8 +294,8 @@ def collect(sweep: Sweep, splits: dict[str, Path]) -> tuple[list[dict], list[dic
             run_dir = Path(sweep.output) / "runs" / method / name
             if not done(sweep, run_dir):
                 continue
-            check_ran_as_planned(run_dir, planned_settings(sweep, method, path))
             split = json.loads(path.read_text())
+            check_ran_as_planned(run_dir, planned_settings(sweep, method, len(split["training"])))
             summary = json.loads((run_dir / "eval" / "summary.json").read_text()) if sweep.test else {}
             record_path = run_dir / TRAINING_RECORD
             record = json.loads(record_path.read_text()) if record_path.is_file() else {}

@@ -40,10 +40,10 @@ def run(args: argparse.Namespace) -> int:
     plan = [(method, name, path) for name, path in splits.items() for method in sweep.methods]
     if args.dry_run:
         for method, name, path in plan:
-            for command in planned_run(sweep, method, name, path)[1]:
+            for command in planned_run(sweep, method, name, path).commands:
                 print(shlex.join(command))
         return 0
-    todo = [run for run in plan if not done(sweep, planned_run(sweep, *run)[0])]
+    todo = [run for run in plan if not done(sweep, planned_run(sweep, *run).run_dir)]
     print(f"sweep: {len(plan)} runs, {len(plan) - len(todo)} already done, "
           + ("none run (--collect)" if args.collect else f"{len(todo)} to run"), flush=True)
     if args.collect:
