@@ -18,11 +18,14 @@ the main study's run folders (and reuse the runs they have in common) without ov
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shlex
+import signal
 import statistics
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -242,6 +245,30 @@ def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) ->
     return PlannedRun(run_dir, commands, settings)
 
 
+@contextlib.contextmanager
+def runs_stop_with_the_sweep():
+    """While in this block, ``kill PID`` (SIGTERM) to the sweep also stops the bundle run it started.
+
+    Why: each run is a child process, and SIGTERM to the sweep alone would end the sweep and leave its training
+    running, orphaned. Run the sweep again and it would meet that training in the run folder it is still writing.
+    (The run-folder lock makes the second sweep stop there rather than train the folder twice.) Raising
+    ``SystemExit`` from the handler interrupts ``subprocess.run``'s wait, and ``subprocess.run`` kills its
+    child on any exception; the run then resumes from its last atomic checkpoint when the sweep is run again.
+    Ctrl-C needs none of this: the terminal signals the whole process group.
+    """
+
+    def stop(signum, frame):
+        print(f"sweep: stopped by {signal.Signals(signum).name}; the run it had started was stopped too and resumes "
+              "when the sweep is run again", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_one(sweep: Sweep, method: str, split_name: str, split_path: Path) -> Path:
     """Train then evaluate one (method, split); returns the run folder. Skips a run that is :func:`done`.
 
@@ -256,7 +283,7 @@ def run_one(sweep: Sweep, method: str, split_name: str, split_path: Path) -> Pat
             return run_dir
         commands = commands[1:]
     run_dir.mkdir(parents=True, exist_ok=True)
-    with (run_dir / "sweep.log").open("a") as log:
+    with (run_dir / "sweep.log").open("a") as log, runs_stop_with_the_sweep():
         for command in commands:
             log.write("$ " + shlex.join(command) + "\n")
             log.flush()

@@ -7,8 +7,13 @@ the right overrides, and tabulates what the runs wrote.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -356,3 +361,40 @@ def test_a_finished_run_of_other_settings_is_refused_not_tabulated(config, monke
     (run_dir / "run.json").write_text(json.dumps(record))
     moved = Sweep(**{**config.__dict__, "overrides": {"max_epochs": 3, "checkpoint": "/here/ssl/encoder.pt"}})
     assert [row["method"] for row in collect(moved, {name: path})[0]] == ["dka"]
+
+
+SWEEP_KILLED_MIDRUN = """
+import sys
+from pipeline.experiments import sweep as sweep_module
+config = sweep_module.Sweep.load(sys.argv[1])
+name, path = next(iter(sweep_module.write_splits(config).items()))
+training = [sys.executable, "-c", "import os, pathlib, sys, time; "
+            "pathlib.Path(sys.argv[1]).write_text(str(os.getpid())); time.sleep(120)", sys.argv[2]]
+sweep_module.bundle_command = lambda *args, **kwargs: training
+sweep_module.run_one(config, "dka", name, path)
+"""
+
+
+def test_killing_the_sweep_stops_the_run_it_started(config, tmp_path):
+    """``kill SWEEP_PID`` must not leave the training it started running on, orphaned, in its run folder."""
+    pid_file = tmp_path / "training.pid"
+    sweep = subprocess.Popen([sys.executable, "-c", SWEEP_KILLED_MIDRUN, str(tmp_path / "sweep.yaml"), str(pid_file)],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.1)
+        training = int(pid_file.read_text())
+        sweep.send_signal(signal.SIGTERM)
+        _, stderr = sweep.communicate(timeout=60)
+        assert sweep.returncode == 128 + signal.SIGTERM
+        assert stderr.strip().splitlines()[-1] == ("sweep: stopped by SIGTERM; the run it had started was stopped "
+                                                   "too and resumes when the sweep is run again")
+        with pytest.raises(ProcessLookupError):
+            os.kill(training, 0)  # reaped by the sweep, not left running
+    finally:
+        sweep.kill()
+        if pid_file.exists() and pid_file.read_text():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
