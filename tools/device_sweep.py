@@ -5,7 +5,7 @@ it: not ``../shared/data``, not this machine's virtualenv, and at most 64 MiB in
 not MONAI, ignite, nibabel or the LiteMedSAM weights. A CPU run of the hippocampus grid's adapter rows takes ~1.5 h
 here, so the cells left of a study are worth one prepared device call:
 
-    python tools/device_sweep.py prepare configs/hippocampus_study.yaml --methods adapter dka --into .device
+    python tools/device_sweep.py prepare configs/hippocampus_study.yaml --methods adapter dka_paper --into .device
     # the device call (carry: [".device"]), as one command:
     bash tools/device_sweep.sh .device 480 8
     # back here, with the folder the call's files came back to:

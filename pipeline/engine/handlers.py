@@ -357,6 +357,21 @@ def with_resolved_options(record: dict) -> dict:
     return {**record, "method_options": json.loads(json.dumps(resolved, default=str))}
 
 
+DEFAULTS_BEFORE_RESOLVED_RECORDS = {"dka": {"init": "default"}, "lka": {"init": "default"}}
+"""The defaults, where they have changed since, of the options a ``run.json`` written before records spelt every
+option out (commit ``4bd28f6``) left unsaid: a ``dka: {}`` run of that time began from PyTorch's init."""
+
+
+def with_recorded_options(record: dict) -> dict:
+    """A stored record as :func:`with_resolved_options`, options it left unsaid read with the defaults of when it
+    was written: a record that lacks any of its method's options predates resolved records, and reading it with
+    today's defaults would take an old ``dka: {}`` run for one of today's (zero init), a silent relabelling."""
+    method, options = record.get("method"), record.get("method_options")
+    if method in METHODS and isinstance(options, dict) and not build_method(method).options().keys() <= options.keys():
+        record = {**record, "method_options": {**DEFAULTS_BEFORE_RESOLVED_RECORDS.get(method, {}), **options}}
+    return with_resolved_options(record)
+
+
 def _fingerprint(settings: dict) -> dict:
     """``settings`` as JSON-comparable values: the split becomes a hash of its content, the data folder absolute,
     the method's options resolved."""
@@ -435,7 +450,7 @@ def claim_run_folder(output_dir: str, settings: dict, resume: bool = False, over
         except (json.JSONDecodeError, AttributeError) as error:
             raise PipelineError(f"{record_path} is not a run record ({error}); delete it or pass another "
                                 "--output_dir") from None
-        conflict = differences(with_resolved_options(previous), fingerprint)
+        conflict = differences(with_recorded_options(previous), fingerprint)
     else:
         leftovers = [name for name in owned if (folder / name).exists()]
         conflict = f"it holds {', '.join(leftovers)} of a run without {RUN_RECORD}" if leftovers else ""

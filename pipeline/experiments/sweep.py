@@ -34,7 +34,7 @@ from typing import NamedTuple
 import yaml
 
 from pipeline.engine.bundle_run import bundle_command
-from pipeline.engine.handlers import RUN_RECORD, differences, with_resolved_options
+from pipeline.engine.handlers import RUN_RECORD, differences, with_recorded_options, with_resolved_options
 from pipeline.engine.record import TRAINING_RECORD
 from pipeline.errors import PipelineError
 from pipeline.experiments.report import CLASS_FIELDS, CURVE_FIELDS, RESULT_FIELDS, render, write_rows
@@ -197,29 +197,44 @@ def planned_settings(sweep: Sweep, method: str, n_train: int) -> dict:
     return {**sweep.overrides, **steps, **chosen.settings, "method": chosen.method, "method_options": chosen.options}
 
 
-def check_ran_as_planned(run_dir: Path, settings: dict) -> None:
+NOT_SETTINGS = ("dataset_dir", "split")
+"""Recorded in ``run.json`` but not a setting a finished run is checked against: where the data lies (a device run
+reads it elsewhere) and the split file (the run folder is the split's, and the bundle refuses to train a folder on
+another split)."""
+
+
+def check_ran_as_planned(sweep: Sweep, run_dir: Path, settings: dict) -> None:
     """Refuse a finished run that ran with other settings than the sweep now asks for.
 
-    Edit a config's learning rate, budget or a method's options and rerun it: without this check, the runs of the
-    old settings would be skipped as done and tabulated under the new ones, a wrong table without a word. Compared:
-    each of :func:`planned_settings` that the run's ``run.json`` records (a method's options as resolved, a
-    checkpoint by its file name, which a device run carries to another folder) and the budget (``max_epochs``) its
-    ``training.json`` records. Where the data lies and the split file are not settings: the run folder is the
-    split's, and the bundle refuses to train a folder on another split.
+    Edit a config's learning rate, budget or a method's options, or change a bundle default the config leaves
+    unsaid, and rerun it: without this check, the runs of the old settings would be skipped as done and tabulated
+    under the new ones, a wrong table without a word. Compared: every setting the run's ``run.json`` records (but
+    :data:`NOT_SETTINGS`) against :func:`planned_settings`, else the bundle's ``train.json`` default (a method's
+    options as resolved, a checkpoint by its file name, which a device run carries to another folder), and the
+    budget (``max_epochs``) its ``training.json`` records.
     """
-    def comparable(record: dict) -> dict:
-        record = with_resolved_options(json.loads(json.dumps(record, default=str)))
+    def comparable(record: dict, resolve) -> dict:
+        record = resolve(json.loads(json.dumps(record, default=str)))
         if isinstance(record.get("checkpoint"), str):
             record["checkpoint"] = Path(record["checkpoint"]).name
         return record
 
     recorded = {**_record(run_dir / RUN_RECORD).get("fingerprint", {}),
                 "max_epochs": _record(run_dir / TRAINING_RECORD).get("max_epochs")}
-    planned = comparable({key: value for key, value in settings.items() if recorded.get(key) is not None})
-    found = differences(comparable({key: recorded[key] for key in planned}), planned, most=3)
+    defaults = {key: value for key, value in train_config(sweep.bundle).items() if _literal(value)}
+    keys = [key for key in recorded
+            if recorded[key] is not None and key not in NOT_SETTINGS and (key in settings or key in defaults)]
+    planned = comparable({key: settings[key] if key in settings else defaults[key] for key in keys},
+                         with_resolved_options)
+    found = differences(comparable({key: recorded[key] for key in planned}, with_recorded_options), planned, most=3)
     if found:
         raise PipelineError(f"{run_dir} ran with other settings than this sweep asks ({found}): give the sweep "
                             "another output folder, or delete that run folder to run it again")
+
+
+def _literal(value) -> bool:
+    """Whether a ``train.json`` value is the value itself, not an expression (``$…``) or a reference (``@…``)."""
+    return not (isinstance(value, str) and value.startswith(("$", "@"))) and not isinstance(value, (dict, list))
 
 
 class PlannedRun(NamedTuple):
@@ -278,7 +293,7 @@ def run_one(sweep: Sweep, method: str, split_name: str, split_path: Path) -> Pat
     """
     run_dir, commands, settings = planned_run(sweep, method, split_name, split_path)
     if trained(run_dir):
-        check_ran_as_planned(run_dir, settings)
+        check_ran_as_planned(sweep, run_dir, settings)
         if done(sweep, run_dir):
             return run_dir
         commands = commands[1:]
@@ -322,7 +337,7 @@ def collect(sweep: Sweep, splits: dict[str, Path]) -> tuple[list[dict], list[dic
             if not done(sweep, run_dir):
                 continue
             split = json.loads(path.read_text())
-            check_ran_as_planned(run_dir, planned_settings(sweep, method, len(split["training"])))
+            check_ran_as_planned(sweep, run_dir, planned_settings(sweep, method, len(split["training"])))
             summary = json.loads((run_dir / "eval" / "summary.json").read_text()) if sweep.test else {}
             record_path = run_dir / TRAINING_RECORD
             record = json.loads(record_path.read_text()) if record_path.is_file() else {}

@@ -172,16 +172,28 @@ def test_a_run_folder_refuses_a_run_with_other_settings_unless_told(tmp_path):
 
 
 def test_a_run_folder_records_the_method_options_as_resolved_so_a_changed_default_is_another_run(tmp_path):
-    settings = {**SETTINGS, "method_options": {}}
-    (tmp_path / "run.json").write_text(json.dumps({"fingerprint": {  # as written before options were resolved
-        **{k: v for k, v in settings.items() if k != "split"},
-        "split": claim_run_folder(tmp_path / "new", settings)["split"]}}))
-    claim_run_folder(tmp_path, {**settings, "method_options": {"init": "default", "kernel_large": 51}})
-    recorded = json.loads((tmp_path / "run.json").read_text())["fingerprint"]["method_options"]
+    def written_before_options_were_resolved(folder, options):
+        settings = {**SETTINGS, "method_options": options}
+        split = claim_run_folder(tmp_path / "scratch" / folder.name, settings)["split"]
+        folder.mkdir()
+        (folder / "run.json").write_text(json.dumps({"fingerprint": {
+            **{k: v for k, v in settings.items() if k != "split"}, "split": split}}))
+        return settings
+
+    old = tmp_path / "old"  # `dka: {}` then meant PyTorch's init: it is not today's `dka: {}`, which starts at zero
+    settings = written_before_options_were_resolved(old, {})
+    with pytest.raises(PipelineError, match=r"belongs to another run \(method_options.init: 'default' there, "
+                                            r"'zero' now\)"):
+        claim_run_folder(old, settings)
+    claim_run_folder(old, {**settings, "method_options": {"init": "paper", "kernel_large": 51}})
+    recorded = json.loads((old / "run.json").read_text())["fingerprint"]["method_options"]
     assert (recorded["init"], recorded["kernel_large"], recorded["kernel_small"]) == ("default", 51, 5)
     with pytest.raises(PipelineError, match=r"belongs to another run \(method_options.init: 'default' there, "
                                             r"'zero' now\)"):
-        claim_run_folder(tmp_path, {**settings, "method_options": {"init": "zero"}})
+        claim_run_folder(old, {**settings, "method_options": {"init": "zero"}})
+
+    said = tmp_path / "said"  # an init the old record spelt out is read as written
+    claim_run_folder(said, written_before_options_were_resolved(said, {"init": "zero"}) | {"method_options": {}})
 
 
 def test_a_run_folder_being_trained_by_another_process_is_refused_until_it_ends(tmp_path):

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.engine.handlers import with_resolved_options
 from pipeline.errors import PipelineError
 from pipeline.experiments import sweep as sweep_module
 from pipeline.experiments.report import read_rows
@@ -81,9 +82,10 @@ def fake_bundle(calls, dice_by_method, classes=("1",)):
                           "hd95": {"mean": 7.0 + k}} for k, name in enumerate(classes)}}))
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
-            fingerprint = {"method": args["--method"], "method_options": json.loads(args["--method_options"]),
-                           "dataset_dir": args["--dataset_dir"], "checkpoint": args.get("--checkpoint"),
-                           "lr": float(args["--lr"]) if "--lr" in args else 1e-4}
+            fingerprint = with_resolved_options({  # as the bundle records it: the options resolved
+                "method": args["--method"], "method_options": json.loads(args["--method_options"]),
+                "dataset_dir": args["--dataset_dir"], "checkpoint": args.get("--checkpoint"),
+                "lr": float(args["--lr"]) if "--lr" in args else 1e-4})
             (run_dir / "run.json").write_text(json.dumps({"fingerprint": fingerprint}))
             record = {"trainable_parameters": 123, "train_seconds": 60.0, "epochs_run": 2, "iterations_run": 4,
                       "best_val_metric": 0.7, "device": "cpu", "completed": True,
@@ -356,11 +358,25 @@ def test_a_finished_run_of_other_settings_is_refused_not_tabulated(config, monke
             "folder, or delete that run folder to run it again")
     assert len(calls) == 2, "nothing was run again"
 
+    record = json.loads((run_dir / "run.json").read_text())  # as written before records resolved the options:
+    record["fingerprint"]["method_options"] = {"r": 8}       # `dka: {r: 8}` then began from PyTorch's init
+    (run_dir / "run.json").write_text(json.dumps(record))
+    with pytest.raises(PipelineError, match=r"\(method_options.init: 'default' there, 'zero' now\)"):
+        collect(config, {name: path})
+    record["fingerprint"]["method_options"] = {"r": 8, "init": "zero"}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    assert [row["method"] for row in collect(config, {name: path})[0]] == ["dka"]
+
     record = json.loads((run_dir / "run.json").read_text())  # a device run: its data and checkpoint were carried
     record["fingerprint"].update(dataset_dir="/device/data", checkpoint="/device/files/encoder.pt")
     (run_dir / "run.json").write_text(json.dumps(record))
     moved = Sweep(**{**config.__dict__, "overrides": {"max_epochs": 3, "checkpoint": "/here/ssl/encoder.pt"}})
     assert [row["method"] for row in collect(moved, {name: path})[0]] == ["dka"]
+
+    bundle = sweep_module.train_config(config.bundle)  # a bundle default the config leaves unsaid changes
+    monkeypatch.setattr(sweep_module, "train_config", lambda _: {**bundle, "lr": 1e-3})
+    with pytest.raises(PipelineError, match=r"\(lr: 0.0001 there, 0.001 now\)"):
+        collect(moved, {name: path})
 
 
 SWEEP_KILLED_MIDRUN = """

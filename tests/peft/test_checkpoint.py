@@ -80,7 +80,7 @@ def test_refuses_other_options(tmp_path):
 
 def test_loads_a_checkpoint_that_spells_the_default_init_paper(tmp_path):
     """Checkpoints written before ``init="paper"`` was renamed ``"default"`` still load, onto either kind of model."""
-    model, image = trained("dka")
+    model, image = trained("dka", init="default")
     payload = torch.load(save_adapter(model, tmp_path / "new.pt"), weights_only=True)
     assert payload["options"]["init"] == "default"
     payload["options"]["init"] = "paper"
@@ -90,7 +90,7 @@ def test_loads_a_checkpoint_that_spells_the_default_init_paper(tmp_path):
     with torch.no_grad():
         assert torch.equal(restored(image), model(image))
     applied = fresh()
-    apply_peft(applied, "dka")
+    apply_peft(applied, "dka", init="paper")
     load_adapter(applied, tmp_path / "old.pt")
     payload["options"]["init"] = "zero"
     torch.save(payload, tmp_path / "zero.pt")

@@ -123,18 +123,22 @@ def test_one_step_changes_trainable_tensors_only(backbone, method):
     assert moved <= changed
 
 
-def test_dka_default_is_the_paper_layer_with_pytorch_init():
+@pytest.mark.parametrize("method", ["dka", "lka"])
+def test_large_kernel_adapters_start_at_zero_and_keep_the_paper_init_by_name(method):
+    """The default is the paper's layer (kernels, placement, dropout) from zero; ``init: paper`` is PyTorch's."""
     model, _ = build("sam_vit")
-    report = apply_peft(model, "dka")
+    report = apply_peft(model, method)
     assert report.state.layers == [2, 3]
     block = model.get_submodule("encoder.blocks.2")
     adapter = block.adapter
     assert block.placement == "parallel"
-    assert [tuple(conv.weight.shape[2:]) for conv in adapter.convs] == [(51, 51), (5, 5)]
-    assert adapter.up.weight.abs().sum() > 0, "DKA's default init is PyTorch's, not zero"
-    assert report.state.options["init"] == "default"
-    assert apply_peft(build("sam_vit")[0], "dka", init="paper").state.options["init"] == "default", "old alias"
+    assert [tuple(conv.weight.shape[2:]) for conv in adapter.convs] == [(51, 51), (5, 5)][:len(adapter.convs)]
+    assert len(adapter.convs) == {"dka": 2, "lka": 1}[method]
+    assert adapter.up.weight.abs().sum() == 0 and report.state.options["init"] == "zero"
     assert adapter.drop.p == 0.1
+    paper, _ = build("sam_vit")
+    assert apply_peft(paper, method, init="paper").state.options["init"] == "default"
+    assert paper.get_submodule("encoder.blocks.2").adapter.up.weight.abs().sum() > 0
 
 
 def test_parallel_placement_adapts_the_block_input():

@@ -34,7 +34,6 @@ class DKA(BottleneckMethod):
     kernel_small: int = 5
     kernel_3d: str = "decomposed"
     placement: str = "parallel"
-    init: str = "default"
 
     def validate(self) -> None:
         super().validate()

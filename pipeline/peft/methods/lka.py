@@ -22,7 +22,6 @@ class LKA(BottleneckMethod):
     kernel_size: int = 51
     kernel_3d: str = "decomposed"
     placement: str = "parallel"
-    init: str = "default"
 
     def validate(self) -> None:
         super().validate()
