@@ -357,7 +357,7 @@ def with_resolved_options(record: dict) -> dict:
     return {**record, "method_options": json.loads(json.dumps(resolved, default=str))}
 
 
-DEFAULTS_BEFORE_RESOLVED_RECORDS = {"dka": {"init": "default"}, "lka": {"init": "default"}}
+DEFAULTS_BEFORE_RESOLVED_RECORDS = {"dka": {"init": "paper"}, "lka": {"init": "paper"}}
 """The defaults, where they have changed since, of the options a ``run.json`` written before records spelt every
 option out (commit ``4bd28f6``) left unsaid: a ``dka: {}`` run of that time began from PyTorch's init."""
 

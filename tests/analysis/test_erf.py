@@ -58,7 +58,7 @@ def test_command_on_litemedsam_with_synthetic_images(tmp_path):
     make_synthetic_kvasir(tmp_path / "synthetic", n=1)
     torch.manual_seed(0)
     adapted = build_backbone("litemedsam", prompt="none", num_classes=3)  # another head: only the encoder counts
-    apply_peft(adapted, "dka", layers="middle", init="default")
+    apply_peft(adapted, "dka", layers="middle", init="paper")
     save_adapter(adapted, tmp_path / "dka.pt")
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", "erf", str(tmp_path / "synthetic" / "images"), "--count", "1",
@@ -84,7 +84,7 @@ def test_the_measured_encoder_is_the_adapted_one_whatever_head_it_was_trained_wi
 
     torch.manual_seed(0)
     adapted = build_backbone("litemedsam", prompt="none", num_classes=3)
-    apply_peft(adapted, "dka", layers="middle", init="default")
+    apply_peft(adapted, "dka", layers="middle", init="paper")
     with torch.no_grad():  # trained-looking weights: far from the initial ones
         for name, parameter in adapted.named_parameters():
             if parameter.requires_grad and name.startswith("image_encoder."):

@@ -182,13 +182,13 @@ def test_a_run_folder_records_the_method_options_as_resolved_so_a_changed_defaul
 
     old = tmp_path / "old"  # `dka: {}` then meant PyTorch's init: it is not today's `dka: {}`, which starts at zero
     settings = written_before_options_were_resolved(old, {})
-    with pytest.raises(PipelineError, match=r"belongs to another run \(method_options.init: 'default' there, "
+    with pytest.raises(PipelineError, match=r"belongs to another run \(method_options.init: 'paper' there, "
                                             r"'zero' now\)"):
         claim_run_folder(old, settings)
     claim_run_folder(old, {**settings, "method_options": {"init": "paper", "kernel_large": 51}})
     recorded = json.loads((old / "run.json").read_text())["fingerprint"]["method_options"]
-    assert (recorded["init"], recorded["kernel_large"], recorded["kernel_small"]) == ("default", 51, 5)
-    with pytest.raises(PipelineError, match=r"belongs to another run \(method_options.init: 'default' there, "
+    assert (recorded["init"], recorded["kernel_large"], recorded["kernel_small"]) == ("paper", 51, 5)
+    with pytest.raises(PipelineError, match=r"belongs to another run \(method_options.init: 'paper' there, "
                                             r"'zero' now\)"):
         claim_run_folder(old, {**settings, "method_options": {"init": "zero"}})
 

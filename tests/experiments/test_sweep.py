@@ -361,7 +361,7 @@ def test_a_finished_run_of_other_settings_is_refused_not_tabulated(config, monke
     record = json.loads((run_dir / "run.json").read_text())  # as written before records resolved the options:
     record["fingerprint"]["method_options"] = {"r": 8}       # `dka: {r: 8}` then began from PyTorch's init
     (run_dir / "run.json").write_text(json.dumps(record))
-    with pytest.raises(PipelineError, match=r"\(method_options.init: 'default' there, 'zero' now\)"):
+    with pytest.raises(PipelineError, match=r"\(method_options.init: 'paper' there, 'zero' now\)"):
         collect(config, {name: path})
     record["fingerprint"]["method_options"] = {"r": 8, "init": "zero"}
     (run_dir / "run.json").write_text(json.dumps(record))

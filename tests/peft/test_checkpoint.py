@@ -78,15 +78,17 @@ def test_refuses_other_options(tmp_path):
         load_adapter(other, path)
 
 
-def test_loads_a_checkpoint_that_spells_the_default_init_paper(tmp_path):
-    """Checkpoints written before ``init="paper"`` was renamed ``"default"`` still load, onto either kind of model."""
-    model, image = trained("dka", init="default")
+@pytest.mark.parametrize("old_name", ["default", "paper"])
+def test_loads_a_checkpoint_that_spells_the_paper_init_by_an_old_name(tmp_path, old_name):
+    """PyTorch's init was ``"paper"``, then ``"default"`` until 2026-11-28, ``"paper"`` again since: checkpoints of
+    every spelling load, onto either kind of model."""
+    model, image = trained("dka", init="paper")
     payload = torch.load(save_adapter(model, tmp_path / "new.pt"), weights_only=True)
-    assert payload["options"]["init"] == "default"
-    payload["options"]["init"] = "paper"
+    assert payload["options"]["init"] == "paper"
+    payload["options"]["init"] = old_name
     torch.save(payload, tmp_path / "old.pt")
     restored = load_adapter(fresh(), tmp_path / "old.pt").eval()
-    assert restored.peft_state.options["init"] == "default"
+    assert restored.peft_state.options["init"] == "paper"
     with torch.no_grad():
         assert torch.equal(restored(image), model(image))
     applied = fresh()

@@ -96,11 +96,11 @@ def outputs_before_and_after(backbone: str, method: str, **options) -> tuple[tor
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 @pytest.mark.parametrize("method", BLOCK_METHODS)
 def test_zero_init_leaves_the_output_unchanged_and_default_init_changes_it(backbone, method):
-    """Only block adapters add a branch that ``init`` sets; the default init must be visible, or zero proves nothing."""
+    """Only block adapters add a branch that ``init`` sets; the paper init must be visible, or zero proves nothing."""
     before, after = outputs_before_and_after(backbone, method, init="zero")
     torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
-    before, after = outputs_before_and_after(backbone, method, init="default")
-    assert (after - before).abs().max() > 1e-4, "with init='default' the adapter branch must change the output"
+    before, after = outputs_before_and_after(backbone, method, init="paper")
+    assert (after - before).abs().max() > 1e-4, "with init='paper' the adapter branch must change the output"
 
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
@@ -137,13 +137,13 @@ def test_large_kernel_adapters_start_at_zero_and_keep_the_paper_init_by_name(met
     assert adapter.up.weight.abs().sum() == 0 and report.state.options["init"] == "zero"
     assert adapter.drop.p == 0.1
     paper, _ = build("sam_vit")
-    assert apply_peft(paper, method, init="paper").state.options["init"] == "default"
+    assert apply_peft(paper, method, init="default").state.options["init"] == "paper", "the name until 2026-11-28"
     assert paper.get_submodule("encoder.blocks.2").adapter.up.weight.abs().sum() > 0
 
 
 def test_parallel_placement_adapts_the_block_input():
     model, _ = build("sam_vit")
-    apply_peft(model, "dka", layers=[0], init="default")
+    apply_peft(model, "dka", layers=[0], init="paper")
     block = model.get_submodule("encoder.blocks.0").eval()
     x = torch.randn(2, 8, 8, 32)
     out = block.base(x)
@@ -182,7 +182,7 @@ def test_sequential_placement_adapts_the_block_output():
 
 def test_cls_token_bypasses_the_convolutions():
     model, _ = build("vit_cls")
-    apply_peft(model, "lka", layers=[0], init="default")
+    apply_peft(model, "lka", layers=[0], init="paper")
     adapter = model.get_submodule("vit.blocks.0").adapter
     adapter.eval()
     tokens = torch.randn(1, 17, 32)

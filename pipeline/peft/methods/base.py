@@ -15,14 +15,15 @@ from pipeline.errors import PipelineError
 from pipeline.peft.modules import PLACEMENTS, AdaptedBlock, AdaptedBranch, zero_up_projection
 from pipeline.peft.spec import BlockSite
 
-# "zero" zeroes the adapter's last projection so the adapted model starts equal to the frozen one; "default" keeps
-# the layers' own PyTorch initialisation, the DKA paper's, also reachable as "paper" (checkpoints that stored that
-# name still load: :meth:`BlockAdapterMethod.__post_init__` maps it). Every block adapter starts at zero: DKA and
-# LKA did not until 2026-11-28, when DKA's random large-kernel branch, moving the frozen features from the first
-# step, kept the prompt-free head from ever predicting foreground on 2 of 3 seeds at 5 Kvasir images, and zero
-# init led on every seed at every adapter LR tried (docs/results.md, "DKA's defaults").
-INITS = ("default", "zero")
-INIT_ALIASES = {"paper": "default"}
+# "zero" zeroes the adapter's last projection so the adapted model starts equal to the frozen one; "paper" keeps
+# the layers' own PyTorch initialisation, as the DKA paper did. "paper" was spelt "default" until 2026-11-28:
+# records and checkpoints with that name still load (:meth:`BlockAdapterMethod.__post_init__` maps it). Block
+# adapters start at zero but the telescopic one (its paper's recipe). DKA and LKA started at "paper" until
+# 2026-11-28: DKA's random 51x51 branch moves the frozen features from the first step, which kept the prompt-free
+# head from ever predicting foreground on 2 of 3 seeds at 5 Kvasir-SEG images, and zero init led on every seed at
+# every adapter LR tried (docs/results.md).
+INITS = ("paper", "zero")
+INIT_ALIASES = {"default": "paper"}
 
 
 def require_positive(method: str, name: str, value) -> None:

@@ -35,7 +35,7 @@ class Telescopic(BlockAdapterMethod):
     alpha: float = 0.1
     dropout: float = 0.1
     placement: str = "sequential"
-    init: str = "default"
+    init: str = "paper"
 
     def validate(self) -> None:
         super().validate()
