@@ -37,7 +37,7 @@ def test_methods_command_prints_every_method_with_its_defaults(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines[::2]] == list(METHODS)
     dka = lines[2 * list(METHODS).index("dka") + 1]
-    assert "kernel_large=51" in dka and "init='default'" in dka and "placement='parallel'" in dka
+    assert "kernel_large=51" in dka and "init='zero'" in dka and "placement='parallel'" in dka
 
 
 def test_help_lists_every_command():
