@@ -397,7 +397,7 @@ def test_killing_the_sweep_stops_the_run_it_started(config, tmp_path):
     sweep = subprocess.Popen([sys.executable, "-c", SWEEP_KILLED_MIDRUN, str(tmp_path / "sweep.yaml"), str(pid_file)],
                              stderr=subprocess.PIPE, text=True)
     try:
-        for _ in range(600):
+        for _ in range(1200):  # the sweep imports the pipeline first: seconds, more on a busy machine
             if pid_file.exists() and pid_file.read_text():
                 break
             time.sleep(0.1)
