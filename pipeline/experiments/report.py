@@ -182,7 +182,8 @@ def markdown(rows: list[dict], title: str = "Results", classes: list[dict] = ())
 
 def plot(rows: list[dict], path: Path, metric: str = "dice") -> Path:
     """``metric`` (a test metric, or ``best_val_dice``) against the number of training cases (images or volumes),
-    one line per method, its 95 % CI as a band."""
+    one line per method, its 95 % CI as a band and as whiskers. Each method's points are shifted a little along the
+    (log) axis, so that overlapping intervals stay apart, and a single training-set size still shows them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,21 +191,26 @@ def plot(rows: list[dict], path: Path, metric: str = "dice") -> Path:
 
     methods, sizes = _grid(rows)
     figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for method in methods:
+    for index, method in enumerate(methods):
+        dodge = 1.04 ** (index - (len(methods) - 1) / 2)
         xs, means, lows, highs = [], [], [], []
         for n in sizes:
             summary = cell([r[metric] for r in rows if r["method"] == method and r["n_train"] == n], metric)
             if summary["mean"] is None:
                 continue
-            xs.append(n)
+            xs.append(n * dodge)
             means.append(summary["mean"])
             lows.append(summary["ci95"][0])
             highs.append(summary["ci95"][1])
         if xs:
             (line,) = axes.plot(xs, means, marker="o", label=method)
             axes.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15, linewidth=0)
+            axes.errorbar(xs, means, yerr=[[m - low for m, low in zip(means, lows, strict=True)],
+                                           [high - m for m, high in zip(means, highs, strict=True)]],
+                          fmt="none", ecolor=line.get_color(), capsize=3, alpha=0.7)
     axes.set_xscale("log")
     axes.set_xticks(sizes, [str(n) for n in sizes])
+    axes.minorticks_off()  # a log axis over a narrow range would label its minor ticks (4.6e0, ...)
     axes.set_xlabel("training cases")
     axes.set_ylabel("best validation Dice" if metric == "best_val_dice" else f"test {metric}")
     axes.grid(alpha=0.3)
