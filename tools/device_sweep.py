@@ -38,7 +38,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.experiments.sweep import Sweep, evaluated, train_config, write_splits  # noqa: E402
+from pipeline.experiments.sweep import Sweep, evaluated, run_folder, train_config, write_splits  # noqa: E402
 
 DEVICE_PYTHON = "3.12"
 # what the bundles import that the device image (its package list: the device tool's KINDS.md) does not hold; the
@@ -95,7 +95,7 @@ def prepare(config: Path, into: Path, methods: list[str] | None = None, wheels: 
         contents = {name: json.loads(path.read_text()) for name, path in splits.items()}
         for method in chosen:
             missing = {name: split for name, split in contents.items()
-                       if not evaluated(Path(sweep.output) / "runs" / method / name)}
+                       if not evaluated(run_folder(sweep, method, name))}
             if not missing:
                 continue
             for name, split in missing.items():

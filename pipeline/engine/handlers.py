@@ -372,7 +372,7 @@ def with_recorded_options(record: dict) -> dict:
     return with_resolved_options(record)
 
 
-def _fingerprint(settings: dict) -> dict:
+def fingerprint(settings: dict) -> dict:
     """``settings`` as JSON-comparable values: the split becomes a hash of its content, the data folder absolute,
     the method's options resolved."""
     record = {}
@@ -443,14 +443,14 @@ def claim_run_folder(output_dir: str, settings: dict, resume: bool = False, over
         raise PipelineError("pass either --resume true or --overwrite true, not both")
     folder = Path(output_dir)
     record_path = folder / RUN_RECORD
-    fingerprint = _fingerprint(settings)
+    record = fingerprint(settings)
     if record_path.is_file():
         try:
             previous = json.loads(record_path.read_text()).get("fingerprint", {})
         except (json.JSONDecodeError, AttributeError) as error:
             raise PipelineError(f"{record_path} is not a run record ({error}); delete it or pass another "
                                 "--output_dir") from None
-        conflict = differences(with_recorded_options(previous), fingerprint)
+        conflict = differences(with_recorded_options(previous), record)
     else:
         leftovers = [name for name in owned if (folder / name).exists()]
         conflict = f"it holds {', '.join(leftovers)} of a run without {RUN_RECORD}" if leftovers else ""
@@ -466,5 +466,5 @@ def claim_run_folder(output_dir: str, settings: dict, resume: bool = False, over
         for name in owned:
             if name != "split.json":
                 (folder / name).unlink(missing_ok=True)
-    write_json({"fingerprint": fingerprint}, record_path)
-    return fingerprint
+    write_json({"fingerprint": record}, record_path)
+    return record

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import yaml
 
 from pipeline.engine.bundle_run import bundle_command
-from pipeline.engine.handlers import RUN_RECORD, differences, with_recorded_options, with_resolved_options
+from pipeline.engine.handlers import RUN_RECORD, differences, fingerprint, with_recorded_options
 from pipeline.engine.record import TRAINING_RECORD
 from pipeline.errors import PipelineError
 from pipeline.experiments.report import CLASS_FIELDS, CURVE_FIELDS, RESULT_FIELDS, render, write_rows
@@ -209,14 +209,14 @@ def check_ran_as_planned(sweep: Sweep, run_dir: Path, settings: dict) -> None:
     Edit a config's learning rate, budget or a method's options, or change a bundle default the config leaves
     unsaid, and rerun it: without this check, the runs of the old settings would be skipped as done and tabulated
     under the new ones, a wrong table without a word. Compared: every setting the run's ``run.json`` records (but
-    :data:`NOT_SETTINGS`) against :func:`planned_settings`, else the bundle's ``train.json`` default (a method's
-    options as resolved, a checkpoint by its file name, which a device run carries to another folder), and the
-    budget (``max_epochs``) its ``training.json`` records.
+    :data:`NOT_SETTINGS`) against :func:`planned_settings`, else the bundle's ``train.json`` default, each as the
+    bundle would record it (:func:`~pipeline.engine.handlers.fingerprint`: a method's options resolved; a
+    checkpoint by its file name, which a device run carries to another folder), and the budget (``max_epochs``)
+    its ``training.json`` records.
     """
-    def comparable(record: dict, resolve) -> dict:
-        record = resolve(json.loads(json.dumps(record, default=str)))
+    def checkpoint_by_name(record: dict) -> dict:
         if isinstance(record.get("checkpoint"), str):
-            record["checkpoint"] = Path(record["checkpoint"]).name
+            record = {**record, "checkpoint": Path(record["checkpoint"]).name}
         return record
 
     recorded = {**_record(run_dir / RUN_RECORD).get("fingerprint", {}),
@@ -224,9 +224,10 @@ def check_ran_as_planned(sweep: Sweep, run_dir: Path, settings: dict) -> None:
     defaults = {key: value for key, value in train_config(sweep.bundle).items() if _literal(value)}
     keys = [key for key in recorded
             if recorded[key] is not None and key not in NOT_SETTINGS and (key in settings or key in defaults)]
-    planned = comparable({key: settings[key] if key in settings else defaults[key] for key in keys},
-                         with_resolved_options)
-    found = differences(comparable({key: recorded[key] for key in planned}, with_recorded_options), planned, most=3)
+    planned = checkpoint_by_name(fingerprint({key: settings[key] if key in settings else defaults[key]
+                                              for key in keys}))
+    found = differences(checkpoint_by_name(with_recorded_options({key: recorded[key] for key in keys})), planned,
+                        most=3)
     if found:
         raise PipelineError(f"{run_dir} ran with other settings than this sweep asks ({found}): give the sweep "
                             "another output folder, or delete that run folder to run it again")
@@ -235,6 +236,11 @@ def check_ran_as_planned(sweep: Sweep, run_dir: Path, settings: dict) -> None:
 def _literal(value) -> bool:
     """Whether a ``train.json`` value is the value itself, not an expression (``$…``) or a reference (``@…``)."""
     return not (isinstance(value, str) and value.startswith(("$", "@"))) and not isinstance(value, (dict, list))
+
+
+def run_folder(sweep: Sweep, method: str, split_name: str) -> Path:
+    """Where one (method label, split) of ``sweep`` runs: ``<output>/runs/<label>/<split>``."""
+    return Path(sweep.output) / "runs" / method / split_name
 
 
 class PlannedRun(NamedTuple):
@@ -246,7 +252,7 @@ class PlannedRun(NamedTuple):
 def planned_run(sweep: Sweep, method: str, split_name: str, split_path: Path) -> PlannedRun:
     """The run folder of one (method label, split), its commands (train, then evaluate; a selection sweep's runs:
     train only) and the settings they pass."""
-    run_dir = Path(sweep.output) / "runs" / method / split_name
+    run_dir = run_folder(sweep, method, split_name)
     common = {"dataset_dir": sweep.dataset_dir, "split": split_path, "output_dir": run_dir}
     configs = Path(sweep.bundle) / "configs"
     if "cache_dir" in train_config(sweep.bundle):
@@ -333,7 +339,7 @@ def collect(sweep: Sweep, splits: dict[str, Path]) -> tuple[list[dict], list[dic
         chosen = variant(sweep, method)
         layers = chosen.settings.get("layers", _bundle_default(sweep, "layers"))
         for name, path in splits.items():
-            run_dir = Path(sweep.output) / "runs" / method / name
+            run_dir = run_folder(sweep, method, name)
             if not done(sweep, run_dir):
                 continue
             split = json.loads(path.read_text())

@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
         collect,
         done,
         planned_run,
+        run_folder,
         run_one,
         write_results,
         write_splits,
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             for command in planned_run(sweep, method, name, path).commands:
                 print(shlex.join(command))
         return 0
-    todo = [run for run in plan if not done(sweep, planned_run(sweep, *run).run_dir)]
+    todo = [(method, name, path) for method, name, path in plan if not done(sweep, run_folder(sweep, method, name))]
     print(f"sweep: {len(plan)} runs, {len(plan) - len(todo)} already done, "
           + ("none run (--collect)" if args.collect else f"{len(todo)} to run"), flush=True)
     if args.collect:
