@@ -13,6 +13,7 @@ A selection sweep's results have no test columns; its report leads with each run
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -57,11 +58,79 @@ def read_rows(path: str | Path, fields: tuple[str, ...] = RESULT_FIELDS) -> list
 
 
 def write_rows(rows: list[dict], path: Path, fields: tuple[str, ...]) -> Path:
-    with path.open("w", newline="") as stream:
+    """``rows`` as CSV, written whole or not at all (a merge may write over one of its own inputs)."""
+    from pipeline.peft.checkpoint import atomic_write
+
+    def write(binary):
+        stream = io.TextIOWrapper(binary, encoding="utf-8", newline="")
         writer = csv.DictWriter(stream, fieldnames=list(fields), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    return path
+        stream.flush()
+        stream.detach()
+
+    return atomic_write(path, write)
+
+
+def _same(row: dict, other: dict) -> bool:
+    """Equal rows, NaN equal to NaN (an undefined HD95 reads back as NaN)."""
+    return row.keys() == other.keys() and all(
+        a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+        for a, b in ((row[k], other[k]) for k in row))
+
+
+RUN_KEY = ("method", "n_train", "seed")
+"""What names one run in a study's results: its method label, training-set size and seed."""
+SAME_STUDY = ("peft_method", "options", "layers", "n_test", "hd95_unit")
+"""What a method label must mean identically in every results file merged into one table."""
+
+
+def merge(inputs: list[str | Path], output: str | Path) -> list[Path]:
+    """``results.csv``, ``curves.csv`` and ``classes.csv`` in ``output``: one study run in parts on machines that do
+    not keep each other's run folders (CPU sessions, a lent GPU), merged from each input ``results.csv`` and the
+    ``curves.csv`` and ``classes.csv`` beside it.
+
+    A silent mix of different studies would be a wrong table, so merging refuses, naming both files: a method label
+    that means another configuration or test set in another file (:data:`SAME_STUDY`), and a run (:data:`RUN_KEY`)
+    that two files hold with different numbers; the same run collected twice is kept once. ``output`` may be one of
+    the inputs' folders (the published copy growing), never a folder whose results file is not an input, since
+    that file would be lost.
+    """
+    inputs = [Path(path).resolve() for path in inputs]
+    output = Path(output)
+    target = (output / "results.csv").resolve()
+    if target.is_file() and target not in inputs:
+        raise PipelineError(f"{target} exists and is not one of the files merged: give it as an input or choose "
+                            "another --output")
+    runs: dict[tuple, tuple[Path, dict]] = {}
+    meaning: dict[str, tuple[Path, dict]] = {}
+    curves: dict[tuple, list[dict]] = {}
+    classes: dict[tuple, list[dict]] = {}
+    for path in inputs:
+        beside = {name: read_rows(path.parent / name, fields) if (path.parent / name).is_file() else []
+                  for name, fields in (("curves.csv", CURVE_FIELDS), ("classes.csv", CLASS_FIELDS))}
+        for row in read_rows(path):
+            key = tuple(row[field] for field in RUN_KEY)
+            first, seen = meaning.setdefault(row["method"], (path, row))
+            differs = [field for field in SAME_STUDY if seen[field] != row[field]]
+            if differs:
+                raise PipelineError(f"method {row['method']} is another run in {first} than in {path} "
+                                    f"({', '.join(f'{f}: {seen[f]!r} vs {row[f]!r}' for f in differs)})")
+            if key in runs:
+                if not _same(runs[key][1], row):
+                    raise PipelineError(f"{runs[key][0]} and {path} both hold {row['method']} on "
+                                        f"{row['n_train']:g} cases, seed {row['seed']:g}, with different results: "
+                                        "remove one of the two rows")
+                continue
+            runs[key] = (path, row)
+            for name, store in (("curves.csv", curves), ("classes.csv", classes)):
+                store[key] = [r for r in beside[name] if tuple(r[field] for field in RUN_KEY) == key]
+    order = list(dict.fromkeys(key[0] for key in runs))
+    keys = sorted(runs, key=lambda key: (order.index(key[0]), key[1], key[2]))
+    output.mkdir(parents=True, exist_ok=True)
+    return [write_rows([runs[key][1] for key in keys], target, RESULT_FIELDS),
+            write_rows([row for key in keys for row in curves[key]], output / "curves.csv", CURVE_FIELDS),
+            write_rows([row for key in keys for row in classes[key]], output / "classes.csv", CLASS_FIELDS)]
 
 
 def cell(values: list[float], metric: str) -> dict:

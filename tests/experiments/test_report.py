@@ -12,6 +12,7 @@ from pipeline.experiments.report import (
     costs,
     eta,
     markdown,
+    merge,
     paired,
     read_rows,
     render,
@@ -23,7 +24,8 @@ from pipeline.experiments.report import (
 def _row(method, n_train, seed, dice, **extra):
     row = dict.fromkeys(RESULT_FIELDS)
     row.update(method=method, n_train=n_train, seed=seed, dice=dice, iou=dice, hd95=10.0, hd95_unit="pixel",
-               trainable_parameters=1000, train_seconds=120.0, iterations_run=50, device="cpu", **extra)
+               trainable_parameters=1000, train_seconds=120.0, iterations_run=50, device="cpu")
+    row.update(extra)
     return row
 
 
@@ -81,6 +83,61 @@ def test_a_file_that_is_not_a_results_file_is_one_clear_error(tmp_path):
         read_rows(path)
     with pytest.raises(PipelineError, match="missing.csv cannot be read"):
         read_rows(tmp_path / "missing.csv")
+
+
+def _part(folder, rows):
+    """A results folder as a sweep leaves it: results.csv with each run's curve beside it."""
+    folder.mkdir()
+    write_rows([{"method": r["method"], "n_train": r["n_train"], "seed": r["seed"], "epoch": 1, "iteration": 12,
+                 "train_loss": 1.0, "val_dice": r["dice"]} for r in rows], folder / "curves.csv", CURVE_FIELDS)
+    return write_rows(rows, folder / "results.csv", RESULT_FIELDS)
+
+
+def test_merge_joins_parts_of_one_study_run_on_different_machines(tmp_path):
+    published = _part(tmp_path / "published", [_row("probe", 5, s, 0.7, options="{}") for s in (0, 1)]
+                      + [_row("dka", 5, 0, 0.6, options="{}", hd95=float("nan"))])
+    session = _part(tmp_path / "session", [_row("dka", 5, 0, 0.6, options="{}", hd95=float("nan")),
+                                           _row("dka", 5, 1, 0.8, options="{}"), _row("probe", 5, 2, 0.9, options="{}")])
+    written = merge([published, session], tmp_path / "published")
+    assert [p.name for p in written] == ["results.csv", "curves.csv", "classes.csv"]
+    rows = read_rows(written[0])
+    assert [(r["method"], r["seed"], r["dice"]) for r in rows] == [
+        ("probe", 0, 0.7), ("probe", 1, 0.7), ("probe", 2, 0.9), ("dka", 0, 0.6), ("dka", 1, 0.8)], \
+        "every run once (the one collected twice too, NaN HD95 and all), in the published order"
+    curves = read_rows(written[1], CURVE_FIELDS)
+    assert [(c["method"], c["seed"], c["val_dice"]) for c in curves] == [
+        (r["method"], r["seed"], r["dice"]) for r in rows], "each run's curve comes with it"
+
+
+def test_merge_refuses_what_would_make_a_wrong_table(tmp_path):
+    a = _part(tmp_path / "a", [_row("dka", 5, 0, 0.6, options="{}")])
+    other_options = _part(tmp_path / "b", [_row("dka", 5, 1, 0.6, options='{"init": "paper"}')])
+    with pytest.raises(PipelineError, match=r"method dka is another run in .*a/results.csv than in .*b/results.csv "
+                                            r"\(options: '\{\}' vs '\{\"init\": \"paper\"\}'\)"):
+        merge([a, other_options], tmp_path / "out")
+    other_test = _part(tmp_path / "c", [_row("dka", 5, 1, 0.6, options="{}", n_test=100)])
+    with pytest.raises(PipelineError, match=r"\(n_test: None vs 100.0\)"):
+        merge([a, other_test], tmp_path / "out")
+    rerun = _part(tmp_path / "d", [_row("dka", 5, 0, 0.61, options="{}")])
+    with pytest.raises(PipelineError, match=r"a/results.csv and .*d/results.csv both hold dka on 5 cases, seed 0, "
+                                            "with different results"):
+        merge([a, rerun], tmp_path / "out")
+    with pytest.raises(PipelineError, match=r"a/results.csv exists and is not one of the files merged"):
+        merge([rerun], tmp_path / "a")
+    assert read_rows(a)[0]["dice"] == 0.6, "nothing was written over"
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_command_merges_into_output_and_renders_it(tmp_path, capsys):
+    from pipeline import cli
+
+    a = _part(tmp_path / "a", [_row("dka", 5, 0, 0.6, options="{}")])
+    b = _part(tmp_path / "b", [_row("dka", 5, 1, 0.8, options="{}")])
+    assert cli.main(["report", str(a), str(b)]) == 2
+    assert capsys.readouterr().err == "error: several results files are merged into one folder: give it with --output\n"
+    assert cli.main(["report", str(a), str(b), "--output", str(tmp_path / "a"), "--title", "k5"]) == 0
+    assert "| dka | 0.700 [0.000, 1.000] (n=2) |" in (tmp_path / "a" / "results.md").read_text()
+    assert (tmp_path / "a" / "curves.png").is_file()
 
 
 def test_eta_formatting():
