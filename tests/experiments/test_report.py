@@ -97,7 +97,8 @@ def test_merge_joins_parts_of_one_study_run_on_different_machines(tmp_path):
     published = _part(tmp_path / "published", [_row("probe", 5, s, 0.7, options="{}") for s in (0, 1)]
                       + [_row("dka", 5, 0, 0.6, options="{}", hd95=float("nan"))])
     session = _part(tmp_path / "session", [_row("dka", 5, 0, 0.6, options="{}", hd95=float("nan")),
-                                           _row("dka", 5, 1, 0.8, options="{}"), _row("probe", 5, 2, 0.9, options="{}")])
+                                           _row("dka", 5, 1, 0.8, options="{}"),
+                                           _row("probe", 5, 2, 0.9, options="{}")])
     written = merge([published, session], tmp_path / "published")
     assert [p.name for p in written] == ["results.csv", "curves.csv", "classes.csv"]
     rows = read_rows(written[0])

@@ -255,6 +255,25 @@ def test_collect_tabulates_the_runs_evaluated_so_far_and_runs_nothing(config, mo
     assert [(r["method"], r["dice"]) for r in read_rows(Path(config.output) / "results.csv")] == [("dka", 0.8)]
 
 
+def test_a_grid_runs_in_parts_chosen_by_method_size_and_seed(tmp_path, synthetic_folder, monkeypatch, capsys):
+    from pipeline import cli
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"bundle: bundles/litemedsam_dka_polyp\ndataset_dir: {synthetic_folder}\n"
+                    f"output: {tmp_path / 'sweep'}\nk_shots: [1, 3]\nseeds: [0, 1, 2]\n"
+                    "methods: {dka: {}, linear_probe: {}}\noverrides: {max_epochs: 3}\n")
+    calls = []
+    monkeypatch.setattr(sweep_module.subprocess, "run", fake_bundle(calls, {"dka": 0.8, "linear_probe": 0.6}))
+    assert cli.main(["sweep", str(path), "--methods", "dka", "--k-shots", "3", "--seeds", "2", "0"]) == 0
+    assert "sweep: 2 runs, 0 already done, 2 to run" in capsys.readouterr().out
+    trained = sorted({Path(dict(zip(c[6::2], c[7::2], strict=False))["--output_dir"]).relative_to(tmp_path / "sweep")
+                      for c in calls})
+    assert trained == [Path("runs/dka/split_k3_s0"), Path("runs/dka/split_k3_s2")]
+    for option, value, named in (("--seeds", "3", "[3]"), ("--k-shots", "5", "[5]"), ("--methods", "lora", "['lora']")):
+        assert cli.main(["sweep", str(path), option, value]) == 2
+        assert capsys.readouterr().err == f"error: {option} {named} are not in {path}\n"
+
+
 def _kind(command) -> str:
     return "evaluate" if command[5].endswith("evaluate.json']") else "train"
 

@@ -12,6 +12,8 @@ import time
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="sweep config (YAML), e.g. configs/kvasir_fewshot.yaml")
     parser.add_argument("--methods", nargs="*", help="run only these of the config's methods")
+    parser.add_argument("--k-shots", nargs="*", type=int, help="run only these of the config's k_shots")
+    parser.add_argument("--seeds", nargs="*", type=int, help="run only these of the config's seeds")
     parser.add_argument("--dry-run", action="store_true", help="write the splits and print the commands only")
     parser.add_argument("--collect", action="store_true",
                         help="run nothing: tabulate the runs done so far (a grid run in parts, or still running)")
@@ -32,11 +34,17 @@ def run(args: argparse.Namespace) -> int:
     )
 
     sweep = Sweep.load(args.config)
-    if args.methods:
-        unknown = sorted(set(args.methods) - set(sweep.methods))
+
+    def only(option: str, chosen: list | None, available):
+        """The config's ``available`` items that ``chosen`` names (all when not given), in the config's order."""
+        unknown = sorted(set(chosen or ()) - set(available))
         if unknown:
-            raise PipelineError(f"--methods {unknown} are not in {args.config}")
-        sweep.methods = {m: sweep.methods[m] for m in args.methods}
+            raise PipelineError(f"--{option} {unknown} are not in {args.config}")
+        return [item for item in available if not chosen or item in chosen]
+
+    sweep.methods = {m: sweep.methods[m] for m in only("methods", args.methods, sweep.methods)}
+    sweep.k_shots = only("k-shots", args.k_shots, sweep.k_shots)
+    sweep.seeds = only("seeds", args.seeds, sweep.seeds)
     splits = write_splits(sweep)
     plan = [(method, name, path) for name, path in splits.items() for method in sweep.methods]
     if args.dry_run:
