@@ -28,6 +28,7 @@ def test_binary_model_gives_one_logit_channel_at_the_input_size():
 def test_multi_class_channels_are_background_then_each_prompt_for_each_image():
     """Channel k+1 of the two-prompt model is what the one-prompt model gives for prompt k (same random weights),
     for each image of the batch: the image/prompt pairing of the batched decoder call is right."""
+    torch.manual_seed(0)
     images = torch.rand(2, 3, 48, 48) * 255
     torch.manual_seed(1)
     both = tiny_clipseg(prompts=("polyp", "instrument"), num_classes=3)
@@ -36,7 +37,8 @@ def test_multi_class_channels_are_background_then_each_prompt_for_each_image():
     logits = both(images)
     assert logits.shape == (2, 3, 48, 48)
     assert torch.equal(logits[:, 0], torch.zeros_like(logits[:, 0])), "background logit is 0"
-    torch.testing.assert_close(logits[:, 2:], instrument(images), atol=1e-5, rtol=1e-5)
+    # batched and single-prompt calls round differently (seen: 2e-5 on one of 4608 values); a wrong pairing is O(1)
+    torch.testing.assert_close(logits[:, 2:], instrument(images), atol=1e-4, rtol=1e-4)
     assert not torch.allclose(logits[0, 1], logits[1, 1]), "the two images give different maps"
 
 
