@@ -32,8 +32,14 @@ _NUMBERS = {"fraction", "n_train", "n_test", "seed", "dice", "iou", "hd95", "tra
             "epochs_run", "iterations_run", "best_val_dice", "k_shot", "epoch", "iteration", "train_loss", "val_dice"}
 
 
-def _number(text: str) -> float | None:
-    return None if text in ("", "None") else float(text)
+def _number(text: str) -> int | float | None:
+    """A CSV cell's number, an integer kept an integer (so that a file read and written again is unchanged)."""
+    if text in ("", "None"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def read_rows(path: str | Path, fields: tuple[str, ...] = RESULT_FIELDS) -> list[dict]:

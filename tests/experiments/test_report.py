@@ -117,7 +117,7 @@ def test_merge_refuses_what_would_make_a_wrong_table(tmp_path):
                                             r"\(options: '\{\}' vs '\{\"init\": \"paper\"\}'\)"):
         merge([a, other_options], tmp_path / "out")
     other_test = _part(tmp_path / "c", [_row("dka", 5, 1, 0.6, options="{}", n_test=100)])
-    with pytest.raises(PipelineError, match=r"\(n_test: None vs 100.0\)"):
+    with pytest.raises(PipelineError, match=r"\(n_test: None vs 100\)"):
         merge([a, other_test], tmp_path / "out")
     rerun = _part(tmp_path / "d", [_row("dka", 5, 0, 0.61, options="{}")])
     with pytest.raises(PipelineError, match=r"a/results.csv and .*d/results.csv both hold dka on 5 cases, seed 0, "
@@ -127,6 +127,14 @@ def test_merge_refuses_what_would_make_a_wrong_table(tmp_path):
         merge([rerun], tmp_path / "a")
     assert read_rows(a)[0]["dice"] == 0.6, "nothing was written over"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_results_file_merged_into_its_own_folder_is_unchanged(tmp_path):
+    path = _part(tmp_path / "a", [_row("dka", 5, s, 0.6 + s / 7, options="{}", n_test=200)
+                                        for s in range(3)])
+    before = path.read_bytes()
+    merge([path], tmp_path / "a")
+    assert path.read_bytes() == before, "integers stay integers, floats keep every digit"
 
 
 def test_report_command_merges_into_output_and_renders_it(tmp_path, capsys):
