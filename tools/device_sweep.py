@@ -5,7 +5,8 @@ it: not ``../shared/data``, not this machine's virtualenv, and at most 64 MiB in
 not MONAI, ignite, nibabel or the LiteMedSAM weights. A CPU run of the hippocampus grid's adapter rows takes ~1.5 h
 here, so the cells left of a study are worth one prepared device call:
 
-    python tools/device_sweep.py prepare configs/hippocampus_study.yaml --methods adapter dka_paper --into .device
+    python tools/device_sweep.py prepare configs/hippocampus_study.yaml --methods adapter dka_paper --into .device \
+        --published docs/study/hippocampus_study/results.csv
     # the device call (carry: [".device"]), as one command:
     bash tools/device_sweep.sh .device 480 8
     # back here, with the folder the call's files came back to:
@@ -17,7 +18,9 @@ names (an SSL checkpoint), and writes one sweep config per (method, seed) whose 
 whose training-set sizes are those not yet evaluated here, so the device runs the missing cells, a sweep process
 per config, several side by side (seed 0's first). ``merge`` copies the returned run records (no weights) into
 the CPU study's run folder, never over a run folder that is already there, and ``python -m pipeline sweep CONFIG
---collect`` then tabulates CPU and GPU runs together; each row's ``device`` column says where it ran.
+--collect`` then tabulates CPU and GPU runs together; each row's ``device`` column says where it ran, and
+``python -m pipeline report PUBLISHED.csv <output>/results.csv --output PUBLISHED_FOLDER`` adds them to the
+published table.
 
 Arithmetic: the bundles' ``amp`` (bf16 autocast on CUDA) is turned off there, so a GPU run computes in float32 as
 the CPU runs do and differs from them in rounding only.
@@ -38,6 +41,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.experiments.report import RUN_KEY, read_rows  # noqa: E402
 from pipeline.experiments.sweep import Sweep, evaluated, run_folder, train_config, write_splits  # noqa: E402
 
 DEVICE_PYTHON = "3.12"
@@ -74,9 +78,11 @@ def _carried_file(value, into: Path):
     return value
 
 
-def prepare(config: Path, into: Path, methods: list[str] | None = None, wheels: bool = True) -> list[Path]:
-    """Fill ``into`` for a device run of ``config``'s runs not yet evaluated here; returns the sweep configs, one
-    per (method, seed), each holding only that pair's missing training-set sizes."""
+def prepare(config: Path, into: Path, methods: list[str] | None = None, wheels: bool = True,
+            published: list[Path] = ()) -> list[Path]:
+    """Fill ``into`` for a device run of ``config``'s runs not yet evaluated here nor in a ``published`` results
+    file (a session's machine does not keep the last one's run folders); returns the sweep configs, one per
+    (method, seed), each holding only that pair's missing training-set sizes."""
     sweep = Sweep.load(config)
     if sweep.splits is None:
         raise PipelineError(f"{config}: a device run needs premade split files (splits:), so that the device and "
@@ -85,6 +91,7 @@ def prepare(config: Path, into: Path, methods: list[str] | None = None, wheels: 
     unknown = sorted(set(chosen) - set(sweep.methods))
     if unknown:
         raise PipelineError(f"--methods {unknown} are not in {config}")
+    done_elsewhere = {tuple(row[field] for field in RUN_KEY) for path in published for row in read_rows(path)}
     raw = yaml.safe_load(config.read_text())
     overrides = {key: _carried_file(value, into) for key, value in sweep.overrides.items()}
     if "amp" in train_config(sweep.bundle):
@@ -95,7 +102,8 @@ def prepare(config: Path, into: Path, methods: list[str] | None = None, wheels: 
         contents = {name: json.loads(path.read_text()) for name, path in splits.items()}
         for method in chosen:
             missing = {name: split for name, split in contents.items()
-                       if not evaluated(run_folder(sweep, method, name))}
+                       if not evaluated(run_folder(sweep, method, name))
+                       and (method, len(split["training"]), seed) not in done_elsewhere}
             if not missing:
                 continue
             for name, split in missing.items():
@@ -155,13 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     ready.add_argument("--into", type=Path, default=Path(".device"))
     ready.add_argument("--methods", nargs="*")
     ready.add_argument("--no-wheels", action="store_true", help="the wheels are there already")
+    ready.add_argument("--published", type=Path, nargs="*", default=[],
+                       help="results.csv files whose runs count as done (e.g. docs/study/<study>/results.csv)")
     back = commands.add_parser("merge", help="copy the device's returned runs into the study's run folder")
     back.add_argument("returned", type=Path, help="the runs/ folder the device call's files came back in")
     back.add_argument("--into", type=Path, required=True, help="the study's <output>/runs")
     args = parser.parse_args(argv)
     try:
         if args.command == "prepare":
-            configs = prepare(args.config, args.into, args.methods, wheels=not args.no_wheels)
+            configs = prepare(args.config, args.into, args.methods, wheels=not args.no_wheels,
+                              published=args.published)
             size = sum(p.stat().st_size for p in args.into.rglob("*") if p.is_file()) / 2**20
             print(f"{len(configs)} sweep configs in {args.into} ({size:.1f} MiB to carry): "
                   + ", ".join(p.name for p in configs))

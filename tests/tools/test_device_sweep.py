@@ -73,6 +73,19 @@ def test_prepare_plans_only_the_missing_cells_with_the_cases_they_name(study, tm
     assert (into / "records").read_text().split() == list(device_sweep.RECORDS), "what the device copies back"
 
 
+def test_prepare_leaves_out_the_runs_a_published_results_file_holds(study, tmp_path):
+    from pipeline.experiments.report import RESULT_FIELDS, write_rows
+
+    published = write_rows([{**dict.fromkeys(RESULT_FIELDS), "method": "dka", "n_train": 4, "seed": 1},
+                            {**dict.fromkeys(RESULT_FIELDS), "method": "linear_probe", "n_train": 2, "seed": 1}],
+                           tmp_path / "published.csv", RESULT_FIELDS)
+    into = tmp_path / "device"
+    configs = device_sweep.prepare(study, into, wheels=False, published=[published])
+    planned = {p.name: yaml.safe_load(p.read_text())["k_shots"] for p in configs}
+    assert planned == {"sweep_s0_linear_probe.yaml": [2, 4], "sweep_s0_dka.yaml": [2, 4],
+                       "sweep_s1_linear_probe.yaml": [4], "sweep_s1_dka.yaml": [2]}
+
+
 def test_prepare_needs_premade_splits_and_known_methods(study, tmp_path):
     config = yaml.safe_load(study.read_text())
     with pytest.raises(PipelineError, match="not in"):
