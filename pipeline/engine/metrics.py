@@ -13,10 +13,13 @@ validation never pays for them: it selects models by ``MeanDice`` alone.
 from __future__ import annotations
 
 import csv
+import ctypes
 import json
 import math
 import multiprocessing
 import os
+import signal
+import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -117,11 +120,24 @@ def summarise(values: list[float],
     return {**summary, "mean": mean, "std": std, "ci95": [max(mean - half, low), min(mean + half, high)]}
 
 
-def _single_threaded_worker() -> None:
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _worker_setup(parent: int) -> None:
     """Each worker keeps to one torch thread: the workers already run side by side, and a forked child should not
     use the OpenMP thread pool it inherited (GNU OpenMP can hang there; ``DataLoader``'s forked workers do the same).
-    The scores do not depend on it: HD95 is a percentile and NSD a ratio of counts."""
+    The scores do not depend on it: HD95 is a percentile and NSD a ratio of counts.
+
+    On Linux each worker also dies with the evaluation (``PR_SET_PDEATHSIG``). A pool's workers wait on their queue
+    forever, so when the evaluation is killed from outside (the kernel's OOM killer, a stopped sweep) they would
+    live on, each holding the copy of the killed process's memory it was forked with (seen: 12 GB on this 24 GB
+    machine, enough to make the next run's evaluation run out of memory too).
+    """
     torch.set_num_threads(1)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the evaluation died before the line above took effect
+            os._exit(1)
 
 
 class CaseMetrics:
@@ -162,7 +178,7 @@ class CaseMetrics:
         self._pending.clear()
         if self.num_workers and is_main_process():
             self._pool = ProcessPoolExecutor(self.num_workers, multiprocessing.get_context("fork"),
-                                             initializer=_single_threaded_worker)
+                                             initializer=_worker_setup, initargs=(os.getpid(),))
 
     def collect(self, engine: Engine) -> None:
         if not is_main_process():

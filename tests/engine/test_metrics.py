@@ -7,6 +7,9 @@ import csv
 import json
 import math
 import multiprocessing
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +137,38 @@ def test_workers_end_when_evaluation_completes_or_fails(tmp_path):
     with pytest.raises(RuntimeError, match="network failed"):
         _evaluate(_random_cases(4), metrics, fail_at=3, workers=failed)
     assert failed and not any(w.is_alive() for w in failed)
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (an orphan's exit is reaped by init, possibly late)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the workers' parent-death signal is Linux's")
+def test_workers_die_with_an_evaluation_killed_from_outside(tmp_path):
+    """As by the OOM killer: SIGKILL leaves no handler to end the pool, so the workers must end themselves."""
+    script = ("import sys, time\n"
+              "from pipeline.engine.metrics import CaseMetrics\n"
+              "metrics = CaseMetrics(sys.argv[1], num_classes=2, num_workers=2)\n"
+              "metrics.start()\n"
+              "metrics._pool.submit(int).result()\n"
+              "print(*metrics._pool._processes, flush=True)\n"
+              "time.sleep(600)\n")
+    evaluation = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                                  text=True)
+    try:
+        workers = [int(pid) for pid in evaluation.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+    finally:
+        evaluation.kill()
+        evaluation.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "orphaned workers hold the killed evaluation's memory"
 
 
 def test_only_rank_0_scores_and_writes(tmp_path, monkeypatch):
