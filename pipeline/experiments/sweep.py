@@ -308,9 +308,21 @@ def run_one(sweep: Sweep, method: str, split_name: str, split_path: Path) -> Pat
         for command in commands:
             log.write("$ " + shlex.join(command) + "\n")
             log.flush()
-            if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
-                raise PipelineError(f"run {method}/{split_name} failed; its output is in {run_dir / 'sweep.log'}")
+            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+            if code != 0:
+                raise PipelineError(f"run {method}/{split_name} {_ended(code)}; its output is in "
+                                    f"{run_dir / 'sweep.log'}")
     return run_dir
+
+
+def _ended(code: int) -> str:
+    """How a bundle process that did not succeed ended, in words. Killed by a signal, it could not write why: its
+    log just stops, so the signal is the only clue (SIGKILL from nowhere is the kernel's out-of-memory killer)."""
+    if code > 0:
+        return f"failed (exit status {code})"
+    name = signal.Signals(-code).name
+    return f"was killed by {name}" + (" (the out-of-memory killer sends it: run fewer jobs side by side)"
+                                      if -code == signal.SIGKILL else "")
 
 
 TEST_METRICS = ("dice", "iou", "hd95")

@@ -145,7 +145,18 @@ def test_failed_run_names_its_log(config, monkeypatch):
     monkeypatch.setattr(sweep_module.subprocess, "run",
                         lambda command, **kw: subprocess.CompletedProcess(command, 1))
     name, path = next(iter(write_splits(config).items()))
-    with pytest.raises(PipelineError, match=r"run dka/split_f0.2_s0 failed; its output is in .*sweep.log"):
+    with pytest.raises(PipelineError, match=r"run dka/split_f0.2_s0 failed \(exit status 1\); its output is in "
+                                            r".*sweep.log"):
+        run_one(config, "dka", name, path)
+    # a process killed by a signal writes nothing about it; the error names the signal
+    monkeypatch.setattr(sweep_module.subprocess, "run",
+                        lambda command, **kw: subprocess.CompletedProcess(command, -signal.SIGKILL))
+    with pytest.raises(PipelineError, match=r"run dka/split_f0.2_s0 was killed by SIGKILL \(the out-of-memory "
+                                            r"killer sends it: run fewer jobs side by side\); its output is in"):
+        run_one(config, "dka", name, path)
+    monkeypatch.setattr(sweep_module.subprocess, "run",
+                        lambda command, **kw: subprocess.CompletedProcess(command, -signal.SIGTERM))
+    with pytest.raises(PipelineError, match=r"run dka/split_f0.2_s0 was killed by SIGTERM; its output is in"):
         run_one(config, "dka", name, path)
 
 
