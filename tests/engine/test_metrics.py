@@ -7,6 +7,8 @@ import csv
 import json
 import math
 import multiprocessing
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -168,7 +170,10 @@ def test_workers_die_with_an_evaluation_killed_from_outside(tmp_path):
     deadline = time.monotonic() + 30
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(pid) for pid in workers), "orphaned workers hold the killed evaluation's memory"
+    survivors = [pid for pid in workers if _alive(pid)]
+    for pid in survivors:  # not left behind when the check fails
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, "orphaned workers hold the killed evaluation's memory"
 
 
 def test_only_rank_0_scores_and_writes(tmp_path, monkeypatch):
