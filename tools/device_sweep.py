@@ -41,7 +41,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.experiments.report import RUN_KEY, read_rows  # noqa: E402
+from pipeline.experiments.report import read_rows, run_key  # noqa: E402
 from pipeline.experiments.sweep import Sweep, evaluated, run_folder, train_config, write_splits  # noqa: E402
 
 DEVICE_PYTHON = "3.12"
@@ -91,7 +91,7 @@ def prepare(config: Path, into: Path, methods: list[str] | None = None, wheels: 
     unknown = sorted(set(chosen) - set(sweep.methods))
     if unknown:
         raise PipelineError(f"--methods {unknown} are not in {config}")
-    done_elsewhere = {tuple(row[field] for field in RUN_KEY) for path in published for row in read_rows(path)}
+    done_elsewhere = {run_key(row) for path in published for row in read_rows(path)}
     raw = yaml.safe_load(config.read_text())
     overrides = {key: _carried_file(value, into) for key, value in sweep.overrides.items()}
     if "amp" in train_config(sweep.bundle):

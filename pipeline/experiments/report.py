@@ -87,6 +87,12 @@ def _same(row: dict, other: dict) -> bool:
 
 RUN_KEY = ("method", "n_train", "seed")
 """What names one run in a study's results: its method label, training-set size and seed."""
+
+
+def run_key(row: dict) -> tuple:
+    """The :data:`RUN_KEY` of a results, curves or classes row."""
+    return tuple(row[field] for field in RUN_KEY)
+
 SAME_STUDY = ("peft_method", "options", "layers", "n_test", "hd95_unit")
 """What a method label must mean identically in every results file merged into one table."""
 
@@ -113,10 +119,12 @@ def merge(inputs: list[str | Path], output: str | Path) -> list[Path]:
     curves: dict[tuple, list[dict]] = {}
     classes: dict[tuple, list[dict]] = {}
     for path in inputs:
-        beside = {name: read_rows(path.parent / name, fields) if (path.parent / name).is_file() else []
-                  for name, fields in (("curves.csv", CURVE_FIELDS), ("classes.csv", CLASS_FIELDS))}
+        beside = {name: defaultdict(list) for name in ("curves.csv", "classes.csv")}
+        for name, fields in (("curves.csv", CURVE_FIELDS), ("classes.csv", CLASS_FIELDS)):
+            for row in read_rows(path.parent / name, fields) if (path.parent / name).is_file() else []:
+                beside[name][run_key(row)].append(row)
         for row in read_rows(path):
-            key = tuple(row[field] for field in RUN_KEY)
+            key = run_key(row)
             first, seen = meaning.setdefault(row["method"], (path, row))
             differs = [field for field in SAME_STUDY if seen[field] != row[field]]
             if differs:
@@ -129,10 +137,9 @@ def merge(inputs: list[str | Path], output: str | Path) -> list[Path]:
                                         "remove one of the two rows")
                 continue
             runs[key] = (path, row)
-            for name, store in (("curves.csv", curves), ("classes.csv", classes)):
-                store[key] = [r for r in beside[name] if tuple(r[field] for field in RUN_KEY) == key]
-    order = list(dict.fromkeys(key[0] for key in runs))
-    keys = sorted(runs, key=lambda key: (order.index(key[0]), key[1], key[2]))
+            curves[key], classes[key] = beside["curves.csv"][key], beside["classes.csv"][key]
+    order = {method: index for index, method in enumerate(dict.fromkeys(key[0] for key in runs))}
+    keys = sorted(runs, key=lambda key: (order[key[0]], key[1], key[2]))
     output.mkdir(parents=True, exist_ok=True)
     return [write_rows([runs[key][1] for key in keys], target, RESULT_FIELDS),
             write_rows([row for key in keys for row in curves[key]], output / "curves.csv", CURVE_FIELDS),
