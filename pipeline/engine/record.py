@@ -7,11 +7,16 @@ the per-epoch train loss and validation Dice make that visible. The file is rewr
 so it is complete up to the last finished epoch even when a run is killed, and a resumed run continues it. When
 training ends (its budget spent or an early stop) the record says ``"completed": true``: a killed run's record
 never does, so a sweep can tell a finished training from an interrupted one without reading logs.
+
+A run whose best validation Dice is still 0 when it ends has a checkpoint that overlaps no validation label: on
+Kvasir-SEG the prompt-free head can stay at its all-background start for a whole 120-step budget. Training ends
+with a warning that says so, as a user would otherwise find out only from an empty segmentation.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -22,6 +27,8 @@ from pipeline.engine.distributed import is_main_process, unwrap
 from pipeline.peft.checkpoint import atomic_write
 
 TRAINING_RECORD = "training.json"
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingRecord:
@@ -96,6 +103,11 @@ class TrainingRecord:
         """The budget was spent or an early stop ended the run (ignite fires ``COMPLETED`` after a terminate too)."""
         self._record["completed"] = True
         self._write()
+        if self._record.get("best_val_metric") == 0.0 and is_main_process():
+            logger.warning(f"training ended with a best validation Dice of 0 ({self.path}): the model overlaps no "
+                           "validation label, so its checkpoint segments nothing useful. A prompt-free head that "
+                           "never left its all-background start does this: train longer, raise head_lr or try "
+                           "another split")
 
     def _write(self) -> None:
         if is_main_process():

@@ -240,6 +240,16 @@ def per_class(classes: list[dict]) -> str:
     return "\nPer class (the main tables average them):\n" + "".join(sections)
 
 
+def unstarted(rows: list[dict]) -> str:
+    """Markdown: the runs whose best validation Dice stayed 0, or an empty string. Such a model never overlapped a
+    validation label (a prompt-free head can stay at its all-background start for a whole budget): its score says
+    the method did not start on that split, which the cell's mean alone would pass off as learning worse."""
+    runs = [f"{r['method']} at {r['n_train']} cases, seed {r['seed']}" for r in rows if r["best_val_dice"] == 0]
+    if not runs:
+        return ""
+    return "\nNever started (best validation Dice 0, no validation label overlapped): " + "; ".join(runs) + ".\n"
+
+
 def headline(rows: list[dict]) -> str:
     """The metric a report leads with: the test Dice, or in a selection sweep (no run tested) the best validation
     Dice of each run."""
@@ -258,7 +268,7 @@ def markdown(rows: list[dict], title: str = "Results", classes: list[dict] = ())
         differences = ("\nEach method minus the first on the same split (paired by seed), mean [95 % t-interval] "
                        "(n pairs):\n\n" + differences)
     return (f"# {title}\n\n{what}, mean [95 % t-interval over seeds, clipped to 0–1] (n seeds). "
-            f"Runs on: {', '.join(devices) or 'unknown'}.\n\n" + tables + differences
+            f"Runs on: {', '.join(devices) or 'unknown'}.\n\n" + tables + unstarted(rows) + differences
             + "\nTraining cost per run (mean over seeds):\n\n" + costs(rows) + per_class(list(classes)))
 
 

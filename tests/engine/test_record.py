@@ -110,3 +110,13 @@ def test_only_a_run_that_ended_says_it_completed(tmp_path):
         pass
     record = json.loads(killed.read_text())
     assert record["epochs_run"] == 1 and "completed" not in record
+
+
+def test_a_run_that_never_overlapped_a_validation_label_ends_with_a_warning(tmp_path, caplog):
+    for scores, warned in (({2: 0.0}, True), ({2: 0.01}, False)):
+        network, trainer, evaluator = _engines([1.0] * 4, scores)
+        TrainingRecord(str(tmp_path / "training.json"), network, evaluator).attach(trainer)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="pipeline.engine.record"):
+            trainer.run([[0], [1]], max_epochs=2)
+        assert ("best validation Dice of 0" in caplog.text) is warned, scores

@@ -17,6 +17,7 @@ from pipeline.experiments.report import (
     read_rows,
     render,
     table,
+    unstarted,
     write_rows,
 )
 
@@ -60,6 +61,19 @@ def test_methods_are_compared_with_the_first_on_the_same_seeds():
     assert "| linear_probe | 0.700 [0.203, 1.000] (n=3) |" in table(rows)
     assert "minus the first on the same split" in markdown(rows)
     assert paired([r for r in rows if r["method"] == "dka"]) == "", "one method has nothing to be compared with"
+
+
+def test_runs_that_never_started_are_named_beside_the_tables():
+    """A best validation Dice of exactly 0 names the run; a low but non-zero one (it started, learned little), a
+    missing one (no validation) and the other runs do not appear."""
+    rows = [_row("dka", 10, 0, 0.7, best_val_dice=0.8), _row("dka", 10, 1, 0.0, best_val_dice=0.0),
+            _row("linear_probe", 10, 1, 0.0, best_val_dice=0.0), _row("lora", 10, 1, 0.1, best_val_dice=0.02),
+            _row("adapter", 10, 1, 0.5)]
+    note = unstarted(rows)
+    assert note.strip() == ("Never started (best validation Dice 0, no validation label overlapped): "
+                            "dka at 10 cases, seed 1; linear_probe at 10 cases, seed 1.")
+    assert note in markdown(rows)
+    assert unstarted(rows[:1] + rows[3:]) == ""
 
 
 def test_render_writes_table_and_plots_from_the_csvs_alone(tmp_path):
