@@ -9,7 +9,8 @@ training ends (its budget spent or an early stop) the record says ``"completed":
 never does, so a sweep can tell a finished training from an interrupted one without reading logs.
 
 A run whose best validation Dice is still 0 when it ends has a checkpoint that overlaps no validation label: on
-Kvasir-SEG the prompt-free head can stay at its all-background start for a whole 120-step budget. Training ends
+Kvasir-SEG the prompt-free head stayed at its all-background start for a whole 120-step budget on one 10-image
+split, and left it by step 30 on the same split with the batches in another order (docs/results.md). Training ends
 with a warning that says so, as a user would otherwise find out only from an empty segmentation.
 """
 
@@ -106,8 +107,8 @@ class TrainingRecord:
         if self._record.get("best_val_metric") == 0.0 and is_main_process():
             logger.warning(f"training ended with a best validation Dice of 0 ({self.path}): the model overlaps no "
                            "validation label, so its checkpoint segments nothing useful. A prompt-free head that "
-                           "never left its all-background start does this: train longer, raise head_lr or try "
-                           "another split")
+                           "never left its all-background start does this, and whether it leaves can hang on the "
+                           "order of the batches: train again with another seed")
 
     def _write(self) -> None:
         if is_main_process():
