@@ -315,31 +315,33 @@ def plot(rows: list[dict], path: Path, metric: str = "dice") -> Path:
 
 def plot_curves(curves: list[dict], path: Path) -> Path:
     """Validation Dice against optimiser steps, one panel per training-set size, one colour per method (a thin
-    line per seed): a method that never left 0 is seen as such."""
+    line per seed): a method that never left 0 is seen as such. One legend beside the panels names every method's
+    colour, also those that ran at some sizes only."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     methods, sizes = _grid(curves)
-    figure, panels = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.6), dpi=110, squeeze=False)
+    figure, panels = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes) + 1.4, 3.6), dpi=110, squeeze=False,
+                                  layout="constrained")
     colours = {m: f"C{i}" for i, m in enumerate(methods)}
     for panel, n in zip(panels[0], sizes, strict=True):
         runs = defaultdict(list)
         for row in curves:
             if row["n_train"] == n and row["val_dice"] is not None:
                 runs[(row["method"], row["seed"])].append((row["iteration"], row["val_dice"]))
-        for (method, seed), points in sorted(runs.items(), key=lambda item: (methods.index(item[0][0]), item[0][1])):
+        for (method, _), points in sorted(runs.items(), key=lambda item: (methods.index(item[0][0]), item[0][1])):
             points.sort()
-            panel.plot(*zip(*points, strict=True), color=colours[method], linewidth=1, alpha=0.8,
-                       label=method if seed == min(s for m, s in runs if m == method) else None)
+            panel.plot(*zip(*points, strict=True), color=colours[method], linewidth=1, alpha=0.8)
         panel.set_title(f"{n} training cases")
         panel.set_xlabel("optimiser steps")
         panel.set_ylim(0, 1)
         panel.grid(alpha=0.3)
     panels[0][0].set_ylabel("validation Dice")
-    panels[0][-1].legend(fontsize=7)
-    figure.tight_layout()
+    figure.legend(handles=[Line2D([], [], color=colours[m], label=m) for m in methods], loc="outside right center",
+                  fontsize=7)
     figure.savefig(path)
     plt.close(figure)
     return path

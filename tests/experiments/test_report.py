@@ -14,6 +14,7 @@ from pipeline.experiments.report import (
     markdown,
     merge,
     paired,
+    plot_curves,
     read_rows,
     render,
     table,
@@ -87,6 +88,22 @@ def test_render_writes_table_and_plots_from_the_csvs_alone(tmp_path):
     assert all(p.stat().st_size > 1000 for p in written[1:])
     assert written[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| adapter | 0.510 [0.485, 0.535] (n=3) |" in written[0].read_text()
+
+
+def test_the_curves_legend_names_every_method_also_one_run_at_a_single_size(tmp_path, monkeypatch):
+    """The legend sits beside the panels: a method run only at 5 cases (left panel) keeps its entry."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, path: saved.append(figure))
+    sizes = {"linear_probe": (5, 10), "full": (5,), "dka": (10,)}
+    curves = [{"method": m, "n_train": n, "seed": 0, "iteration": i, "val_dice": 0.5}
+              for m in sizes for n in sizes[m] for i in (1, 2)]
+    plot_curves(curves, tmp_path / "curves.png")
+    (figure,) = saved
+    assert [text.get_text() for legend in figure.legends for text in legend.get_texts()] == ["linear_probe", "full",
+                                                                                            "dka"]
+    assert [line.get_color() for line in figure.legends[0].get_lines()] == ["C0", "C1", "C2"]
 
 
 def test_a_file_that_is_not_a_results_file_is_one_clear_error(tmp_path):
