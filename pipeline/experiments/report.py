@@ -93,6 +93,15 @@ def run_key(row: dict) -> tuple:
     """The :data:`RUN_KEY` of a results, curves or classes row."""
     return tuple(row[field] for field in RUN_KEY)
 
+
+def _rows_by_run(path: Path, fields: tuple[str, ...]) -> defaultdict[tuple, list[dict]]:
+    """The rows of the curves or classes file ``path`` grouped by :func:`run_key`; none where there is no file."""
+    grouped = defaultdict(list)
+    for row in read_rows(path, fields) if path.is_file() else []:
+        grouped[run_key(row)].append(row)
+    return grouped
+
+
 SAME_STUDY = ("peft_method", "options", "layers", "n_test", "hd95_unit")
 """What a method label must mean identically in every results file merged into one table."""
 
@@ -119,10 +128,8 @@ def merge(inputs: list[str | Path], output: str | Path) -> list[Path]:
     curves: dict[tuple, list[dict]] = {}
     classes: dict[tuple, list[dict]] = {}
     for path in inputs:
-        beside = {name: defaultdict(list) for name in ("curves.csv", "classes.csv")}
-        for name, fields in (("curves.csv", CURVE_FIELDS), ("classes.csv", CLASS_FIELDS)):
-            for row in read_rows(path.parent / name, fields) if (path.parent / name).is_file() else []:
-                beside[name][run_key(row)].append(row)
+        curves_here = _rows_by_run(path.parent / "curves.csv", CURVE_FIELDS)
+        classes_here = _rows_by_run(path.parent / "classes.csv", CLASS_FIELDS)
         for row in read_rows(path):
             key = run_key(row)
             first, seen = meaning.setdefault(row["method"], (path, row))
@@ -137,7 +144,7 @@ def merge(inputs: list[str | Path], output: str | Path) -> list[Path]:
                                         "remove one of the two rows")
                 continue
             runs[key] = (path, row)
-            curves[key], classes[key] = beside["curves.csv"][key], beside["classes.csv"][key]
+            curves[key], classes[key] = curves_here[key], classes_here[key]
     order = {method: index for index, method in enumerate(dict.fromkeys(key[0] for key in runs))}
     keys = sorted(runs, key=lambda key: (order[key[0]], key[1], key[2]))
     output.mkdir(parents=True, exist_ok=True)
