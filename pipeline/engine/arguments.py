@@ -18,11 +18,12 @@ from pipeline.errors import PipelineError
 from pipeline.options import flag
 from pipeline.peft import METHODS
 
-# What each numeric setting must be: (type, smallest allowed value). ``checkpoint_every_n_iterations`` 0 means off.
+# What each numeric setting must be: (type, smallest allowed value). ``checkpoint_every_n_iterations`` 0 means off,
+# ``warmup_steps`` 0 no warmup.
 SETTINGS = {
     "max_epochs": (int, 1), "batch_size": (int, 1), "val_interval": (int, 1), "patience": (int, 1),
     "image_size": (int, 1), "num_workers": (int, 0), "seed": (int, 0), "checkpoint_every_n_iterations": (int, 0),
-    "num_classes": (int, 2),
+    "num_classes": (int, 2), "warmup_steps": (int, 0),
     "lr": (float, 0.0), "adapter_lr": (float, 0.0), "head_lr": (float, 0.0),
 }
 FLAGS = ("resume", "overwrite")

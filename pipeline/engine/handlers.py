@@ -294,6 +294,11 @@ class ResumeState:
         unwrap(self.network).load_state_dict(state["network"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_scheduler is not None and "lr_scheduler" in state:
+            if set(state["lr_scheduler"]) != set(self.lr_scheduler.state_dict()):
+                raise PipelineError(
+                    f"resume state {self.path} was written with another learning-rate schedule (an older version "
+                    "of this bundle): pass --overwrite true to start afresh, or another --output_dir"
+                )
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         if self.evaluator is not None and "best_metric" in state:
             self.evaluator.state.best_metric = state["best_metric"]
@@ -362,10 +367,17 @@ DEFAULTS_BEFORE_RESOLVED_RECORDS = {"dka": {"init": "paper"}, "lka": {"init": "p
 option out (commit ``4bd28f6``) left unsaid: a ``dka: {}`` run of that time began from PyTorch's init."""
 
 
+SETTINGS_BEFORE_RECORDED = {"warmup_steps": 0}
+"""What a run did in a setting its ``run.json`` cannot name because the setting came later: before
+``warmup_steps`` existed every bundle trained without a warmup."""
+
+
 def with_recorded_options(record: dict) -> dict:
-    """A stored record as :func:`with_resolved_options`, options it left unsaid read with the defaults of when it
-    was written: a record that lacks any of its method's options predates resolved records, and reading it with
-    today's defaults would take an old ``dka: {}`` run for one of today's (zero init), a silent relabelling."""
+    """A stored record as :func:`with_resolved_options`, what it left unsaid read as of when it was written: a
+    setting it lacks as :data:`SETTINGS_BEFORE_RECORDED`, and options, where it lacks any of its method's, with
+    :data:`DEFAULTS_BEFORE_RESOLVED_RECORDS`. Reading it with today's defaults instead would take an old
+    ``dka: {}`` run for one of today's (zero init), or a run without warmup for one with it: a silent relabelling."""
+    record = {**SETTINGS_BEFORE_RECORDED, **record}
     method, options = record.get("method"), record.get("method_options")
     if method in METHODS and isinstance(options, dict) and not build_method(method).options().keys() <= options.keys():
         record = {**record, "method_options": {**DEFAULTS_BEFORE_RESOLVED_RECORDS.get(method, {}), **options}}

@@ -209,7 +209,7 @@ def check_ran_as_planned(sweep: Sweep, run_dir: Path, settings: dict) -> None:
     Edit a config's learning rate, budget or a method's options, or change a bundle default the config leaves
     unsaid, and rerun it: without this check, the runs of the old settings would be skipped as done and tabulated
     under the new ones, a wrong table without a word. Compared: every setting the run's ``run.json`` records (but
-    :data:`NOT_SETTINGS`) against :func:`planned_settings`, else the bundle's ``train.json`` default, each as the
+    :data:`NOT_SETTINGS`; a setting that came after it as it was then, :func:`with_recorded_options`) against :func:`planned_settings`, else the bundle's ``train.json`` default, each as the
     bundle would record it (:func:`~pipeline.engine.handlers.fingerprint`: a method's options resolved; a
     checkpoint by its file name, which a device run carries to another folder), and the budget (``max_epochs``)
     its ``training.json`` records.
@@ -219,15 +219,14 @@ def check_ran_as_planned(sweep: Sweep, run_dir: Path, settings: dict) -> None:
             record = {**record, "checkpoint": Path(record["checkpoint"]).name}
         return record
 
-    recorded = {**_record(run_dir / RUN_RECORD).get("fingerprint", {}),
+    recorded = {**with_recorded_options(_record(run_dir / RUN_RECORD).get("fingerprint", {})),
                 "max_epochs": _record(run_dir / TRAINING_RECORD).get("max_epochs")}
     defaults = {key: value for key, value in train_config(sweep.bundle).items() if _literal(value)}
     keys = [key for key in recorded
             if recorded[key] is not None and key not in NOT_SETTINGS and (key in settings or key in defaults)]
     planned = checkpoint_by_name(fingerprint({key: settings[key] if key in settings else defaults[key]
                                               for key in keys}))
-    found = differences(checkpoint_by_name(with_recorded_options({key: recorded[key] for key in keys})), planned,
-                        most=3)
+    found = differences(checkpoint_by_name({key: recorded[key] for key in keys}), planned, most=3)
     if found:
         raise PipelineError(f"{run_dir} ran with other settings than this sweep asks ({found}): give the sweep "
                             "another output folder, or delete that run folder to run it again")

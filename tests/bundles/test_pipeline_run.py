@@ -90,6 +90,7 @@ def test_an_override_typo_and_a_wrong_type_are_one_line_through_the_cli(syntheti
         ({"max_epochs": 0}, "max_epochs must be a whole number >= 1 (--max_epochs), got 0"),
         ({"batch_size": 0}, "batch_size must be a whole number >= 1 (--batch_size), got 0"),
         ({"lr": -1.0}, "lr must be a number > 0 (--lr), got -1.0"),
+        ({"warmup_steps": -1}, "warmup_steps must be a whole number >= 0 (--warmup_steps), got -1"),
         ({"method_options": {"r": 0}}, "--method_options: dka: r must be a positive integer, got 0"),
         ({"method_options": {"rank": 4}}, "--method_options: dka has no option rank"),
         ({"resume": "maybe"}, "resume must be true or false (--resume), got 'maybe'"),

@@ -287,3 +287,33 @@ def test_resume_state_of_another_method_is_refused_with_one_clear_message(tmp_pa
     with pytest.raises(PipelineError, match="written by a run with other adapters or options"):
         resumable("lora").run([0], max_epochs=2)
     resumable("dka").run([0], max_epochs=2)  # the same method resumes
+
+
+def test_a_resume_state_of_another_lr_schedule_is_refused_not_read_as_this_one(tmp_path):
+    """A run killed under the per-epoch ``CosineAnnealingLR`` of earlier versions cannot continue under
+    ``warmup_cosine``: its step count is in epochs, the new schedule's in iterations (a wrong LR, silently)."""
+    from ignite.engine import Engine
+
+    from pipeline.engine.schedule import warmup_cosine
+
+    def resumable(schedule):
+        torch.manual_seed(0)
+        network = SamViT()
+        apply_peft(network, "dka")
+        optimizer = torch.optim.AdamW(param_groups(network, lr=1e-3))
+        engine = Engine(lambda engine, batch: None)
+        ResumeState(str(tmp_path / "resume.pt"), network, optimizer, lr_scheduler=schedule(optimizer)).attach(engine)
+        return engine
+
+    def before(optimizer):
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4)
+
+    def now(optimizer):
+        return warmup_cosine(optimizer, max_epochs=4, steps_per_epoch=1, warmup_steps=2)
+
+    resumable(before).run([0], max_epochs=1)
+    with pytest.raises(PipelineError, match="written with another learning-rate schedule"):
+        resumable(now).run([0], max_epochs=2)
+    (tmp_path / "resume.pt").unlink()
+    resumable(now).run([0], max_epochs=1)
+    resumable(now).run([0], max_epochs=2)  # the same schedule resumes

@@ -64,6 +64,9 @@ overrides: {{max_epochs: 3}}
     return Sweep.load(path)
 
 
+POLYP_WARMUP_STEPS = sweep_module.train_config("bundles/litemedsam_dka_polyp")["warmup_steps"]
+
+
 def fake_bundle(calls, dice_by_method, classes=("1",)):
     """Stands in for the bundle: training writes a run.json and a training.json, evaluation a summary.json (class
     ``k`` of ``classes`` scoring the method's Dice minus ``0.1 k``)."""
@@ -85,7 +88,8 @@ def fake_bundle(calls, dice_by_method, classes=("1",)):
             fingerprint = with_resolved_options({  # as the bundle records it: the options resolved
                 "method": args["--method"], "method_options": json.loads(args["--method_options"]),
                 "dataset_dir": args["--dataset_dir"], "checkpoint": args.get("--checkpoint"),
-                "lr": float(args["--lr"]) if "--lr" in args else 1e-4})
+                "lr": float(args["--lr"]) if "--lr" in args else 1e-4,
+                "warmup_steps": int(args.get("--warmup_steps", POLYP_WARMUP_STEPS))})
             (run_dir / "run.json").write_text(json.dumps({"fingerprint": fingerprint}))
             record = {"trainable_parameters": 123, "train_seconds": 60.0, "epochs_run": 2, "iterations_run": 4,
                       "best_val_metric": 0.7, "device": "cpu", "completed": True,
@@ -396,6 +400,15 @@ def test_a_finished_run_of_other_settings_is_refused_not_tabulated(config, monke
     record["fingerprint"]["method_options"] = {"r": 8, "init": "zero"}
     (run_dir / "run.json").write_text(json.dumps(record))
     assert [row["method"] for row in collect(config, {name: path})[0]] == ["dka"]
+
+    del record["fingerprint"]["warmup_steps"]  # as written before the warmup existed: trained without one
+    (run_dir / "run.json").write_text(json.dumps(record))
+    with pytest.raises(PipelineError, match=rf"\(warmup_steps: 0 there, {POLYP_WARMUP_STEPS} now\)"):
+        collect(config, {name: path})
+    unwarmed = Sweep(**{**config.__dict__, "overrides": {"max_epochs": 3, "warmup_steps": 0}})
+    assert [row["method"] for row in collect(unwarmed, {name: path})[0]] == ["dka"]
+    record["fingerprint"]["warmup_steps"] = POLYP_WARMUP_STEPS
+    (run_dir / "run.json").write_text(json.dumps(record))
 
     record = json.loads((run_dir / "run.json").read_text())  # a device run: its data and checkpoint were carried
     record["fingerprint"].update(dataset_dir="/device/data", checkpoint="/device/files/encoder.pt")
