@@ -209,10 +209,10 @@ def check_ran_as_planned(sweep: Sweep, run_dir: Path, settings: dict) -> None:
     Edit a config's learning rate, budget or a method's options, or change a bundle default the config leaves
     unsaid, and rerun it: without this check, the runs of the old settings would be skipped as done and tabulated
     under the new ones, a wrong table without a word. Compared: every setting the run's ``run.json`` records (but
-    :data:`NOT_SETTINGS`; a setting that came after it as it was then, :func:`with_recorded_options`) against :func:`planned_settings`, else the bundle's ``train.json`` default, each as the
-    bundle would record it (:func:`~pipeline.engine.handlers.fingerprint`: a method's options resolved; a
-    checkpoint by its file name, which a device run carries to another folder), and the budget (``max_epochs``)
-    its ``training.json`` records.
+    :data:`NOT_SETTINGS`; one it predates as it was then, :func:`with_recorded_options`) against
+    :func:`planned_settings`, else the bundle's ``train.json`` default, each as the bundle would record it
+    (:func:`~pipeline.engine.handlers.fingerprint`: a method's options resolved; a checkpoint by its file name,
+    which a device run carries to another folder), and the budget (``max_epochs``) its ``training.json`` records.
     """
     def checkpoint_by_name(record: dict) -> dict:
         if isinstance(record.get("checkpoint"), str):

@@ -127,6 +127,27 @@ def test_a_run_folder_of_another_split_stops_the_run_unless_told(synthetic, tmp_
     assert not (output / "models" / "model.pt").exists()
 
 
+@pytest.mark.parametrize("bundle", ["litemedsam_dka_polyp", "sam_slices_dka", "swin_unetr_dka_hippocampus",
+                                    "clipseg_telescopic_polyp"])
+def test_every_bundle_warms_up_per_iteration_as_its_warmup_steps_say(bundle):
+    """The schedule's wiring, not its arithmetic (``tests/engine/test_schedule.py``): ``--warmup_steps`` reaches
+    the scheduler, and the scheduler is stepped per iteration (per epoch, a warmup of 10 steps would last 10
+    epochs)."""
+    from monai.bundle import ConfigParser
+
+    train = json.loads((REPO / "bundles" / bundle / "configs" / "train.json").read_text())
+    assert train["lr_scheduler"]["_target_"] == "pipeline.engine.schedule.warmup_cosine"
+    assert train["lr_scheduler"]["warmup_steps"] == "@warmup_steps"
+    handler = next(h for h in train["train"]["handlers"] if h["_target_"] == "LrScheduleHandler")
+    assert handler["lr_scheduler"] == "@lr_scheduler" and handler["epoch_level"] is False
+
+    parser = ConfigParser({"optimizer": {"_target_": "torch.optim.SGD", "params": [torch.zeros(1)], "lr": 1.0},
+                           "max_epochs": 4, "warmup_steps": 5, "train": {"dataloader": list(range(3))},
+                           "lr_scheduler": train["lr_scheduler"]})
+    parser.get_parsed_content("lr_scheduler")
+    assert parser.get_parsed_content("optimizer").param_groups[0]["lr"] == pytest.approx(0.1)
+
+
 class Killed(Exception):
     """Stands in for ``kill -9`` right after an epoch's state was saved: no other handler runs."""
 
