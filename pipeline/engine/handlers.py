@@ -462,7 +462,7 @@ def claim_run_folder(output_dir: str, settings: dict, resume: bool = False, over
         except (json.JSONDecodeError, AttributeError) as error:
             raise PipelineError(f"{record_path} is not a run record ({error}); delete it or pass another "
                                 "--output_dir") from None
-        conflict = differences(with_recorded_options(previous), record)
+        conflict = differences(with_recorded_options(previous), with_recorded_options(record))
     else:
         leftovers = [name for name in owned if (folder / name).exists()]
         conflict = f"it holds {', '.join(leftovers)} of a run without {RUN_RECORD}" if leftovers else ""

@@ -195,6 +195,12 @@ def test_a_run_folder_records_the_method_options_as_resolved_so_a_changed_defaul
     said = tmp_path / "said"  # an init the old record spelt out is read as written
     claim_run_folder(said, written_before_options_were_resolved(said, {"init": "zero"}) | {"method_options": {}})
 
+    unwarmed = tmp_path / "unwarmed"  # a record from before warmup_steps existed: that run had no warmup
+    settings = written_before_options_were_resolved(unwarmed, {"init": "zero"})
+    with pytest.raises(PipelineError, match=r"belongs to another run \(warmup_steps: 0 there, 10 now\)"):
+        claim_run_folder(unwarmed, {**settings, "warmup_steps": 10})
+    claim_run_folder(unwarmed, {**settings, "warmup_steps": 0})
+
 
 def test_a_run_folder_being_trained_by_another_process_is_refused_until_it_ends(tmp_path):
     holder = subprocess.Popen(
