@@ -6,7 +6,8 @@ mask decoder by several per cent. On Kvasir-SEG split k = 10, seed 1 that collap
 features (their spatial spread fell to a quarter of the shipped decoder's): the foreground and background logits
 became an all-but-constant offset, and the head predicted the background prior for all 120 steps
 (``docs/results.md``, "The prompt-free head"). Scaling the first steps' LR down lets Adam's estimates settle
-before the full LR acts; the standard remedy, here chosen on validation (``configs/kvasir_warmup.yaml``).
+before the full LR acts: the standard remedy. Chosen on validation (``configs/kvasir_warmup.yaml``): over six
+few-shot splits, 10 steps of warmup left none at all-background and gave the highest mean best Dice.
 
 Why the cosine stays per epoch. The schedule is stepped every iteration (a warmup of a few steps is shorter than
 one epoch of a 40-case run), but its cosine factor is read at whole epochs, as ``CosineAnnealingLR(T_max=
