@@ -29,10 +29,9 @@ from pipeline.models import build_backbone  # noqa: E402
 from pipeline.peft.checkpoint import read_adapter  # noqa: E402
 
 
-def network(run: Path | None, reference: Path, last: bool) -> torch.nn.Module:
+def network(run: Path | None, settings: dict, last: bool) -> torch.nn.Module:
     """``run``'s network (its best ``model.pt``, or with ``last`` its final resume state); without ``run`` the
-    shipped one, built as ``reference`` was."""
-    settings = read_adapter(reference / "models" / "model.pt")["settings"]
+    shipped one; either built with the bundle ``settings`` a ``model.pt`` records."""
     options = {key: settings[key] for key in ("checkpoint", "prompt", "num_classes")}
     if run is None:
         return build_backbone(settings["backbone"], **options).eval()
@@ -43,6 +42,7 @@ def network(run: Path | None, reference: Path, last: bool) -> torch.nn.Module:
 
 
 def statistics(model: torch.nn.Module, images: list[torch.Tensor]) -> dict:
+    """The three measures of the module docstring for ``model``, each the mean over ``images``."""
     upscaling = model.mask_decoder.output_upscaling
     seen = {}
     hooks = [upscaling[-2].register_forward_hook(lambda m, i, out: seen.__setitem__("pre", out)),
@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     cases = json.loads((args.runs[0] / "split.json").read_text())["validation"][: args.images]
     images = [torch.from_numpy(np.array(Image.open(case["image"]).convert("RGB"))).permute(2, 0, 1)[None].float()
               for case in cases]
+    settings = read_adapter(args.runs[0] / "models" / "model.pt")["settings"]
     for run in (None, *args.runs):
-        found = statistics(network(run, args.runs[0], args.last), images)
+        found = statistics(network(run, settings, args.last), images)
         print(f"{run or 'shipped decoder'}: " + ", ".join(f"{key} {value:.3f}" for key, value in found.items()))
     return 0
 
