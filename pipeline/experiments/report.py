@@ -21,6 +21,7 @@ from pathlib import Path
 from pipeline.engine.metrics import METRIC_BOUNDS, summarise
 from pipeline.errors import PipelineError
 
+# ``device``: the torch device, and for runs recorded since training.json names it, the machine in brackets
 RESULT_FIELDS = ("method", "peft_method", "options", "layers", "fraction", "k_shot", "n_train", "n_test", "seed",
                  "dice", "iou", "hd95", "hd95_unit", "trainable_parameters", "train_seconds", "epochs_run",
                  "iterations_run", "best_val_dice", "device")

@@ -368,7 +368,7 @@ def collect(sweep: Sweep, splits: dict[str, Path]) -> tuple[list[dict], list[dic
                 "trainable_parameters": record.get("trainable_parameters"),
                 "train_seconds": record.get("train_seconds"), "epochs_run": record.get("epochs_run"),
                 "iterations_run": record.get("iterations_run"), "best_val_dice": record.get("best_val_metric"),
-                "device": record.get("device"),
+                "device": f"{record['device']} ({record['machine']})" if "machine" in record else record.get("device"),
             })
             curves += [{"method": method, "n_train": len(split["training"]), "seed": split["seed"],
                         "epoch": entry["epoch"], "iteration": entry["iteration"],

@@ -7,7 +7,8 @@ import json
 import torch
 from ignite.engine import Engine, Events
 
-from pipeline.engine.record import TrainingRecord
+from pipeline.engine import record as record_module
+from pipeline.engine.record import TrainingRecord, machine, processor
 
 
 def _engines(losses, val_scores, val_every=2):
@@ -52,6 +53,35 @@ def test_record_has_budget_cost_and_curves(tmp_path):
     assert [c["iteration"] for c in record["curves"]] == [2, 4, 6]
     assert (record["best_val_metric"], record["best_val_epoch"]) == (0.4, 2)
     assert record["train_seconds"] > 0
+    assert record["machine"] == machine(torch.device("cpu"))
+
+
+def test_machine_names_the_processor_threads_and_torch(monkeypatch):
+    monkeypatch.setattr(record_module, "processor", lambda: "Test CPU")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert machine(torch.device("cpu")) == f"Test CPU, 1 thread, torch {torch.__version__}"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert machine(torch.device("cpu")) == f"Test CPU, 2 threads, torch {torch.__version__}"
+    assert processor(), "this machine's processor has a name"
+
+
+def test_a_run_resumed_on_another_machine_names_both(tmp_path, monkeypatch):
+    path = tmp_path / "training.json"
+    curves = [{"epoch": 1, "iteration": 2, "train_loss": 1.0, "val_metric": None}]
+
+    def resume(earlier):
+        path.write_text(json.dumps({"train_seconds": 1.0, "curves": curves, "machine": earlier}))
+        network, trainer, evaluator = _engines([1.0] * 2, {})
+        trainer.add_event_handler(Events.STARTED, lambda engine: setattr(engine.state, "epoch", 1))
+        TrainingRecord(str(path), network, evaluator).attach(trainer)
+        trainer.run([[0], [1]], max_epochs=2)
+        return json.loads(path.read_text())["machine"]
+
+    here = machine(torch.device("cpu"))
+    assert resume(here) == here
+    assert resume("GPU X, torch 1") == f"GPU X, torch 1; resumed on {here}"
+    assert resume(f"GPU X, torch 1; resumed on {here}") == f"GPU X, torch 1; resumed on {here}", \
+        "resumed again where it last ran: named once"
 
 
 def test_a_resumed_run_continues_the_record_up_to_its_epoch(tmp_path):

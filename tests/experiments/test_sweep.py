@@ -93,6 +93,8 @@ def fake_bundle(calls, dice_by_method, classes=("1",)):
             (run_dir / "run.json").write_text(json.dumps({"fingerprint": fingerprint}))
             record = {"trainable_parameters": 123, "train_seconds": 60.0, "epochs_run": 2, "iterations_run": 4,
                       "best_val_metric": 0.7, "device": "cpu", "completed": True,
+                      # a record from before training.json named the machine has only the device
+                      **({"machine": "Test CPU, 1 thread, torch 2"} if method == "dka" else {}),
                       "max_epochs": int(args.get("--max_epochs", 20)),
                       "curves": [{"epoch": e, "iteration": 2 * e, "train_loss": 1.0 / e, "val_metric": 0.3 * e}
                                  for e in (1, 2)]}
@@ -128,6 +130,8 @@ def test_sweep_runs_each_method_and_split_once_and_tabulates(config, monkeypatch
     assert {(r["method"], r["fraction"], r["seed"]) for r in rows} == {
         (m, f, s) for m in ("dka", "linear_probe") for f in (0.2, 1.0) for s in (0, 1)}
     assert {r["n_train"] for r in rows if r["fraction"] == 0.2} == {2}
+    assert {(r["method"], r["device"]) for r in rows} == {
+        ("dka", "cpu (Test CPU, 1 thread, torch 2)"), ("linear_probe", "cpu")}
     dka = next(r for r in rows if r["method"] == "dka")
     assert (dka["peft_method"], json.loads(dka["options"]), dka["layers"]) == ("dka", {"r": 8}, "middle")
     assert (dka["iou"], dka["hd95"], dka["hd95_unit"], dka["trainable_parameters"], dka["iterations_run"]) == (
