@@ -8,12 +8,9 @@ so it is complete up to the last finished epoch even when a run is killed, and a
 training ends (its budget spent or an early stop) the record says ``"completed": true``: a killed run's record
 never does, so a sweep can tell a finished training from an interrupted one without reading logs.
 
-The record names the machine too (:func:`machine`): processor or GPU, CPU threads and the torch version. The same
-code on the same split trains another trajectory when these change. Measured on Kvasir-SEG (the study's 5-image
-linear probe, split seed 0): with 1 and 2 CPU threads the first step's loss is the same (0.6702) and the second's
-is not (1.0465 vs 1.0808), since the threads split the sums of a matrix product differently, and a head that sits at
-its all-background start turns such differences into another run. A table whose rows ran on different machines says
-so through this field.
+The record names the machine too (:func:`pipeline.machine.machine`: processor or GPU, CPU threads, torch version),
+since the same code on the same split trains another trajectory on another one. A table whose rows ran on
+different machines says so through this field.
 
 A run whose best validation Dice is still 0 when it ends has a checkpoint that overlaps no validation label: on
 Kvasir-SEG the prompt-free head stayed at its all-background start for a whole 120-step budget on one 10-image
@@ -25,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 from pathlib import Path
 
@@ -33,33 +29,12 @@ import torch
 from ignite.engine import Engine, Events
 
 from pipeline.engine.distributed import is_main_process, unwrap
+from pipeline.machine import machine
 from pipeline.peft.checkpoint import atomic_write
 
 TRAINING_RECORD = "training.json"
 
 logger = logging.getLogger(__name__)
-
-
-def processor() -> str:
-    """The CPU's model name (Linux reports it in /proc/cpuinfo; elsewhere what :mod:`platform` knows)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown processor"
-
-
-def machine(device: torch.device) -> str:
-    """What decides a run's floating-point sums besides the code: the GPU, or the CPU and its thread count; and
-    the torch version."""
-    if device.type == "cuda":
-        where = torch.cuda.get_device_name(device)
-    else:
-        threads = torch.get_num_threads()
-        where = f"{processor()}, {threads} thread{'s' if threads > 1 else ''}"
-    return f"{where}, torch {torch.__version__}"
 
 
 class TrainingRecord:

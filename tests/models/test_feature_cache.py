@@ -115,6 +115,23 @@ def test_disk_entries_are_shared_and_corrupt_ones_recomputed(tmp_path, caplog):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+def test_entries_written_on_other_threads_are_computed_again(tmp_path, monkeypatch):
+    """Features from another thread count round differently: reusing them would make a rerun another run."""
+    model = small_sam("linear_probe").eval()
+    image = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+        model.feature_cache = FeatureCache(directory=tmp_path)
+        model(image, BOXES)
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+        model.feature_cache = other = FeatureCache(directory=tmp_path)
+        model(image, BOXES)
+        model.feature_cache = same = FeatureCache(directory=tmp_path)
+        model(image, BOXES)
+    assert other.stats == {"computed": 2} and same.stats == {"disk": 2}
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 4
+
+
 def test_memory_cap_evicts_least_recently_used():
     cache = FeatureCache(memory_gb=3 * 400 / 2**30)  # room for three 100-float entries
     for key in "abcd":
