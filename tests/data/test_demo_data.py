@@ -1,9 +1,8 @@
-"""The synthetic demo dataset: deterministic, named synthetic, fast, and usable by the datalist command."""
+"""The synthetic demo dataset: deterministic, named synthetic, and usable by the datalist command."""
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 from PIL import Image
@@ -18,10 +17,8 @@ def _run(output, seed):
     return demo_data.run(parser.parse_args(["-o", str(output), "--seed", str(seed)]))
 
 
-def test_demo_data_is_fast_deterministic_and_synthetic(tmp_path):
-    start = time.perf_counter()
+def test_demo_data_is_deterministic_and_synthetic(tmp_path):
     assert _run(tmp_path / "a", 0) == 0
-    assert time.perf_counter() - start < 2.0
     _run(tmp_path / "b", 0)
     _run(tmp_path / "c", 1)
     files = lambda d: {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*.png"))}  # noqa: E731
