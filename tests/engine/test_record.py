@@ -56,7 +56,7 @@ def test_record_has_budget_cost_and_curves(tmp_path):
     assert record["machine"] == machine(torch.device("cpu"))
 
 
-def test_a_run_resumed_on_another_machine_names_both(tmp_path, monkeypatch):
+def test_a_run_resumed_on_another_machine_names_both(tmp_path):
     path = tmp_path / "training.json"
     curves = [{"epoch": 1, "iteration": 2, "train_loss": 1.0, "val_metric": None}]
 
