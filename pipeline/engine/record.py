@@ -37,6 +37,14 @@ TRAINING_RECORD = "training.json"
 logger = logging.getLogger(__name__)
 
 
+def _machines(earlier: str | None, here: str) -> str:
+    """The machines a run trained on, in order: ``here`` is added unless the run last trained there (a run resumed
+    elsewhere trained its epochs on both)."""
+    if not earlier:
+        return here
+    return earlier if earlier.rsplit("; resumed on ", 1)[-1] == here else f"{earlier}; resumed on {here}"
+
+
 class TrainingRecord:
     """Write ``path`` (``training.json``) after every training epoch: budget, time, device and machine, trainable
     parameters, best validation metric and the per-epoch curves.
@@ -66,14 +74,9 @@ class TrainingRecord:
         previous = json.loads(self.path.read_text()) if self.path.is_file() and engine.state.epoch > 0 else {}
         curves = [entry for entry in previous.get("curves", []) if entry["epoch"] <= engine.state.epoch]
         device = next(inner.parameters()).device
-        here, earlier = machine(device), previous.get("machine") if curves else None
-        if earlier and (earlier == here or earlier.endswith(f"; resumed on {here}")):
-            here = earlier
-        elif earlier:
-            here = f"{earlier}; resumed on {here}"  # a run resumed elsewhere trained its epochs on both
         self._record = {
             "device": str(device),
-            "machine": here,
+            "machine": _machines(previous.get("machine") if curves else None, machine(device)),
             "trainable_parameters": sum(p.numel() for p in inner.parameters() if p.requires_grad),
             "batch_size": getattr(loader, "batch_size", None),
             "training_cases": len(loader.dataset) if hasattr(loader, "dataset") else None,

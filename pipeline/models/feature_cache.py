@@ -159,11 +159,15 @@ class FeatureCache:
         return self._signatures[identity]
 
     @staticmethod
-    def key(signature: str, sample: torch.Tensor) -> str:
+    def context(signature: str, device: torch.device) -> str:
+        """What a batch's keys share: the prefix, and where and how it computes (device, autocast, machine)."""
+        autocast = torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type)
+        return f"{signature}|{device.type}|{autocast}|{machine(device)}"
+
+    @staticmethod
+    def key(context: str, sample: torch.Tensor) -> str:
         digest = hashlib.blake2b(digest_size=20)
-        device = sample.device.type
-        autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device)
-        digest.update(f"{signature}|{device}|{autocast}|{machine(sample.device)}".encode())
+        digest.update(context.encode())
         _hash_tensor(digest, sample)
         return digest.hexdigest()
 
@@ -237,7 +241,8 @@ class FeatureCache:
         channels-last-like views), so the steps after the prefix run the same kernels as without the cache.
         """
         signature = self.signature(model, steps)
-        keys = [self.key(signature, sample) for sample in x]
+        context = self.context(signature, x.device)
+        keys = [self.key(context, sample) for sample in x]
         found = [self.lookup(key) for key in keys]
         missing = [i for i, value in enumerate(found) if value is None]
         if missing:
